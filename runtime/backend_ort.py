@@ -1,0 +1,166 @@
+"""ONNX Runtime backend: CPU provider (the reference) and CUDA provider with IO binding.
+
+The CUDA path is written against onnxruntime-gpu's documented IO-binding API but is untested here
+(no GPU on the build machine); a session that silently fell back to CPU is detected and reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle
+from .errors import BackendUnavailableError, NoEnsembleError
+from .runner import EncoderBatch, EnsembleOut, Pipeline, Runner
+
+
+def import_ort() -> Any:
+    """Import onnxruntime or raise an error naming the extra to install."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailableError(
+            "onnxruntime is not installed; install mmmos[cpu] (or mmmos[gpu] for CUDA, not both)."
+        ) from None
+    return ort
+
+
+class OrtRunner(Runner):
+    """One ONNX graph in one ONNX Runtime session.
+
+    Args:
+        path: the .onnx file (its .onnx.data sidecar is found by ORT).
+        device: "cpu" or "cuda".
+        threads: intra-op threads (0 = ORT's default, the physical cores).
+    """
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
+        super().__init__(Path(path).name)
+        self.path = Path(path)
+        self.device = device
+        self.threads = int(threads)
+        self.session: Any = None
+        self.input_names: list[str] = []
+        self.output_names: list[str] = []
+
+    def activate_impl(self) -> None:
+        """Create the session (spinning off: several sessions share the cores in one process)."""
+        ort = import_ort()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        if self.device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailableError(
+                    "onnxruntime has no CUDA provider; install mmmos[gpu] instead of mmmos[cpu]."
+                )
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise BackendUnavailableError(f"onnxruntime cannot load {self.path.name}: {exc}") from None
+        # onnxruntime-gpu without CUDA libraries logs an error and silently runs on CPU: refuse that.
+        if self.device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            self.session = None
+            raise BackendUnavailableError("the CUDA provider failed to load (CUDA/cuDNN libraries or GPU missing)")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on host arrays (only the inputs the graph declares are passed)."""
+        outs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        return dict(zip(self.output_names, outs, strict=True))
+
+    def deactivate_impl(self) -> None:
+        """Drop the session."""
+        self.session = None
+
+
+class OrtPipeline(Pipeline):
+    """A bundle's encoder graphs and ensemble graph on ONNX Runtime.
+
+    On CUDA the encoder outputs are bound to device memory (IO binding) and fed to the ensemble
+    session as OrtValues, so they never visit the host unless `want_features` asks for them.
+    """
+
+    def __init__(self, bundle: Bundle, precision: str, device: str = "cpu", threads: int = 0) -> None:
+        super().__init__(bundle, precision)
+        self.device = device
+        self.name = f"ort-{device}"
+        # Where IO binding keeps encoder outputs; tests bind to "cpu" to exercise the same code on CPU.
+        self.io_device = device
+        self.encoders = {e.name: OrtRunner(bundle.encoder_graph(e, precision), device, threads)
+                         for e in bundle.encoders}
+        self.ensemble = OrtRunner(bundle.ensemble_graph(precision), device, threads) if bundle.has_ensemble else None
+        try:
+            for r in self._runners():
+                r.activate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _runners(self) -> list[OrtRunner]:
+        return [*self.encoders.values(), *([self.ensemble] if self.ensemble else [])]
+
+    def run(
+        self, batch: EncoderBatch, *, want_features: bool, want_scores: bool = True
+    ) -> tuple[dict[str, np.ndarray], EnsembleOut | None]:
+        """Encoders then ensemble (see Pipeline.run)."""
+        if want_scores and self.ensemble is None:
+            raise NoEnsembleError(self.bundle)
+        if self.device == "cuda":
+            return self._run_bound(batch, want_features, want_scores)
+        feats: dict[str, np.ndarray] = {}
+        for name, (wav, lengths) in batch.items():
+            feats.update(self.encoders[name].infer({"wav": wav, "lengths": lengths}))
+        scores = self.run_ensemble(feats) if want_scores else None
+        return (feats if want_features else {}), scores
+
+    def _run_bound(
+        self, batch: EncoderBatch, want_features: bool, want_scores: bool
+    ) -> tuple[dict[str, np.ndarray], EnsembleOut | None]:
+        """IO-binding path: encoder outputs stay as device OrtValues between the graphs.
+
+        Run on CPU by the tests (io_device="cpu"); on CUDA it is untested here (no GPU on CI).
+        """
+        on_device: dict[str, Any] = {}
+        for name, (wav, lengths) in batch.items():
+            r = self.encoders[name]
+            io = r.session.io_binding()
+            io.bind_cpu_input("wav", wav)
+            io.bind_cpu_input("lengths", lengths)
+            for o in r.output_names:
+                io.bind_output(o, self.io_device, 0)
+            r.session.run_with_iobinding(io)
+            on_device.update(zip(r.output_names, io.get_outputs(), strict=True))
+        feats = {k: v.numpy() for k, v in on_device.items()} if want_features else {}
+        if not want_scores or self.ensemble is None:
+            return feats, None
+        s = self.ensemble.session
+        io = s.io_binding()
+        for i in self.ensemble.input_names:
+            io.bind_ortvalue_input(i, on_device[i])
+        for o in self.ensemble.output_names:
+            io.bind_output(o, "cpu")
+        s.run_with_iobinding(io)
+        outs = dict(zip(self.ensemble.output_names, io.copy_outputs_to_cpu(), strict=True))
+        return feats, (outs["scores"], outs["mean"], outs["std"])
+
+    def run_ensemble(self, features: dict[str, np.ndarray]) -> EnsembleOut:
+        """The ensemble graph alone on host arrays."""
+        if self.ensemble is None:
+            raise NoEnsembleError(self.bundle)
+        out = self.ensemble.infer(features)
+        return out["scores"], out["mean"], out["std"]
+
+    def close(self) -> None:
+        """Release every session."""
+        for r in self._runners():
+            r.deactivate()

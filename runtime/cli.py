@@ -1,0 +1,166 @@
+"""`mmmos-score`: score files, folders, manifests and stdin lists with a bundle's whole ensemble.
+
+Results go to stdout (or --output), progress and warnings to stderr. Exit codes: 0 every input
+scored, 1 some input failed (it has an error row), 2 usage or setup error (bad option, no bundle,
+unusable bundle/precision/backend, output file exists).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import MMMOSRuntimeError, NoEnsembleError
+from .inputs import expand
+from .outputs import FORMATS, check_output, done_keys, format_for, item_key, make_writer, open_output
+from .progress import Progress
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False)
+
+
+class Backend(str, Enum):
+    """--backend choices."""
+
+    auto = "auto"
+    ort_cpu = "ort-cpu"
+    ort_cuda = "ort-cuda"
+    tensorrt = "tensorrt"
+
+
+class Precision(str, Enum):
+    """--precision choices."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Format(str, Enum):
+    """--format choices."""
+
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+    challenge = "challenge"
+
+
+assert tuple(f.value for f in Format) == FORMATS
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _usage(msg: str) -> typer.Exit:
+    _err(f"mmmos-score: error: {msg}")
+    return typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mmmos import __version__
+
+        print(f"mmmos-score {__version__}")
+        raise typer.Exit(0)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    """Parse `--shard I/N`."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise _usage(f"--shard wants I/N (e.g. 0/4), got {text!r}.") from None
+    if not 0 <= i < n:
+        raise _usage(f"--shard {text}: I must be in 0..N-1.")
+    return i, n
+
+
+@app.command(
+    help="Score audio quality (PQ, PC, CE, CU on 0-10) with an mmmos bundle. INPUT: audio files, folders "
+    "(recursive), .jsonl manifests (path, start_time, end_time), .csv lists (data_path or path column), "
+    "or - for paths on stdin. Exit code 0: all scored, 1: some failed (error rows), 2: usage/setup error."
+)
+def score(
+    inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT", show_default=False)] = None,
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", "-b", help="Bundle folder (default: $MMMOS_BUNDLE, else the user cache folder).")] = None,
+    backend: Annotated[Backend, typer.Option(help="Inference backend; falls back with one line.")] = Backend.auto,
+    precision: Annotated[Precision, typer.Option(help="Graph precision (the bundle's report must pass it).")] = (
+        Precision.fp32),
+    force_precision: Annotated[bool, typer.Option(
+        "--force-precision", help="Use --precision even if its export-time check did not pass.")] = False,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads (0 = cores).")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="10 s windows per graph call (bounds memory).")] = 8,
+    fmt: Annotated[Format | None, typer.Option(
+        "--format", "-f", help="table on a terminal, jsonl otherwise (or from --output's extension).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write results to FILE.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Append to --output only the inputs not already in it.")] = False,
+    shard: Annotated[str | None, typer.Option(
+        help="Score only shard I of N (I/N, 0-based; every N-th input) for SLURM arrays or one process per GPU."
+    )] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=lambda v: _version(v), help="Print the mmmos version and exit.")] = False,
+) -> None:
+    """Score INPUTs and write one row per input."""
+    if not inputs:
+        raise _usage("give at least one INPUT (file, folder, .jsonl, .csv, or - for paths on stdin).")
+    if resume and not output:
+        raise _usage("--resume needs --output FILE.")
+    if resume and force:
+        raise _usage("--resume and --force contradict each other; pick one.")
+    part = _parse_shard(shard) if shard else None
+    name = (fmt.value if fmt else None) or format_for(output, sys.stdout.isatty())
+    if resume and name == "table":
+        raise _usage("--resume does not work with --format table; use jsonl, csv or challenge.")
+
+    from .scorer import Scorer  # after option parsing: --help stays fast
+
+    try:
+        if output:  # before the (possibly slow) backend start: refuse to overwrite first
+            check_output(output, force=force, resume=resume)
+        done = done_keys(Path(output), name) if (resume and output) else set()
+        scorer = Scorer(bundle, backend=backend.value, precision=precision.value, threads=threads,
+                        batch_size=batch_size, force_precision=force_precision, warn=_err)
+        if not scorer.bundle.has_ensemble:
+            raise NoEnsembleError(scorer.bundle)
+        stream, header = open_output(output, force=force, resume=resume) if output else (sys.stdout, True)
+    except MMMOSRuntimeError as exc:
+        raise _usage(str(exc)) from None
+
+    items: Any = expand(inputs)
+    if part is not None:
+        items = (it for k, it in enumerate(items) if k % part[1] == part[0])
+    if done:
+        items = (it for it in items if item_key(it, name) not in done)
+    writer = make_writer(name, stream, header, on_error=lambda m: _err(f"error: {m}"))
+    progress = Progress(quiet=quiet)
+    try:
+        for r in scorer.score_iter(items):
+            writer.write(r)
+            progress.update(r)
+    except KeyboardInterrupt:
+        progress.close()
+        _err("mmmos-score: interrupted; finished rows are written (use --resume to continue).")
+        raise typer.Exit(130) from None
+    finally:
+        scorer.close()
+        if stream is not sys.stdout:
+            stream.close()
+    progress.close()
+    raise typer.Exit(1 if progress.failed else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`mmmos-score`)."""
+    app(args=argv, prog_name="mmmos-score")
+
+
+if __name__ == "__main__":
+    main()

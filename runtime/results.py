@@ -1,0 +1,90 @@
+"""Result dataclasses of the runtime: `ScoreResult` (one row per input) and `EncodedItem` (encode API)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .bundle import AXES
+
+
+@dataclass
+class ScoreResult:
+    """The scores of one input (a file, a file segment or an array).
+
+    Attributes:
+        path: the file as given or found (None for an array input).
+        scores: axis -> score on the 0-10 scale (ensemble mean), None on error.
+        std: axis -> population std over ensemble members, None on error.
+        duration_s: decoded duration (of the segment) in seconds, None when it could not be decoded.
+        windows: number of 10 s windows scored.
+        error: one-line reason when the input could not be scored, else None.
+        start_time: segment start (manifest inputs), else None.
+        end_time: segment end (manifest inputs), else None.
+        members: per-member file scores [M, 4] (AXES order), None on error.
+        extra: manifest fields passed through.
+    """
+
+    path: str | None
+    scores: dict[str, float] | None = None
+    std: dict[str, float] | None = None
+    duration_s: float | None = None
+    windows: int = 0
+    error: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    members: np.ndarray | None = field(default=None, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the input was scored."""
+        return self.error is None
+
+    def to_row(self) -> dict[str, Any]:
+        """The JSONL row: path, [start_time, end_time,] PQ, PC, CE, CU, std{...}, duration_s, windows, error."""
+        row: dict[str, Any] = {"path": self.path}
+        if self.start_time is not None:
+            row["start_time"] = self.start_time
+        if self.end_time is not None:
+            row["end_time"] = self.end_time
+        for a in AXES:
+            row[a] = None if self.scores is None else _num(self.scores[a])
+        row["std"] = None if self.std is None else {a: _num(self.std[a]) for a in AXES}
+        row["duration_s"] = None if self.duration_s is None else round(self.duration_s, 6)
+        row["windows"] = self.windows
+        row["error"] = self.error
+        return row
+
+
+def _num(v: float) -> float | None:
+    """A JSON-safe float (non-finite scores would make invalid JSON; they become null)."""
+    return float(v) if math.isfinite(v) else None
+
+
+@dataclass
+class EncodedItem:
+    """Encoder-graph outputs of one input, stacked over its windows (contracts: "Runtime API used by training").
+
+    Attributes:
+        path: the file (None for an array input).
+        error: one-line reason when the input could not be encoded (then `outputs` is empty).
+        weights: [n_windows] float32, valid seconds / window seconds.
+        outputs: output name -> array stacked over windows, e.g. "wavlm_pooled" [n_windows, L, D].
+        duration_s: decoded duration in seconds (None on error).
+        start_time: segment start, else None.
+        end_time: segment end, else None.
+        extra: manifest fields passed through.
+    """
+
+    path: str | None
+    error: str | None = None
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    duration_s: float | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -1,0 +1,301 @@
+"""`Scorer`: the ensemble scorer (bundle + backend + batching across files with bounded memory).
+
+Pipeline per input: decode -> validate -> resample per encoder rate -> 10 s windows; windows of
+consecutive inputs share batches of `batch_size`; after the graphs, each window's member scores are
+folded into its file's running weighted sum, so model memory never exceeds one batch of windows
+whatever the file length. Results come back in input order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import Prepared, decode, iter_windows, prepare, to_mono
+from .bundle import AXES, Bundle
+from .errors import AudioError, NoEnsembleError
+from .inputs import InputItem
+from .results import EncodedItem, ScoreResult
+from .runner import EnsembleOut, Pipeline, create_pipeline
+
+ScoreInput = str | os.PathLike[str] | tuple[np.ndarray, int] | InputItem
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def as_item(x: Any) -> InputItem:
+    """Turn a path, an `(array, sample_rate)` pair or an InputItem into an InputItem.
+
+    Raises:
+        TypeError: anything else.
+    """
+    if isinstance(x, InputItem):
+        return x
+    if isinstance(x, str | os.PathLike):
+        return InputItem(path=os.fspath(x))
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], np.ndarray):
+        return InputItem(array=x[0], sample_rate=int(x[1]))
+    raise TypeError(f"cannot score {type(x).__name__}: pass a path, an (array, sample_rate) pair or a list of them")
+
+
+def _is_single(x: Any) -> bool:
+    return isinstance(x, str | os.PathLike | InputItem) or (
+        isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], np.ndarray)
+    )
+
+
+@dataclass
+class _State:
+    """Running state of one input while its windows go through the graphs."""
+
+    item: InputItem
+    error: str | None = None
+    duration_s: float | None = None
+    n_windows: int = 0
+    done: int = 0
+    weights: list[float] = field(default_factory=list)
+    member_sum: np.ndarray | None = None  # [M, 4] float64, sum of weight * window member scores
+    feats: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.error is not None or self.done >= self.n_windows
+
+
+class Scorer:
+    """Scores audio with a bundle's whole ensemble, without PyTorch.
+
+    Args:
+        bundle: bundle folder (None: $MMMOS_BUNDLE, else the default under the user cache folder).
+        backend: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt" (falls back with one line when unavailable).
+        precision: "fp32" | "fp16" | "int8"; only precisions the bundle's report passed, unless forced.
+        threads: ONNX Runtime intra-op threads (0 = physical cores).
+        batch_size: windows per graph call (bounds model memory).
+        force_precision: allow a precision whose export-time check did not pass (warns).
+        verify: check the bundle files' sha256 on load.
+        warn: where warnings go (default: one line on stderr).
+        prefetch: files decoded ahead on a background thread (0 = decode inline).
+
+    Raises:
+        BundleNotFoundError, BundleError, PrecisionError, BackendUnavailableError: see their docs.
+    """
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike[str] | Bundle | None = None,
+        backend: str = "auto",
+        precision: str = "fp32",
+        *,
+        threads: int = 0,
+        batch_size: int = 8,
+        force_precision: bool = False,
+        verify: bool = True,
+        warn: Callable[[str], None] | None = None,
+        prefetch: int = 2,
+    ) -> None:
+        self.warn = warn or _stderr
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, verify=verify)
+        if self.bundle.untrained:
+            self.warn(f"warning: bundle {self.bundle.root} is untrained (random weights): its scores mean nothing")
+        note = self.bundle.check_precision(precision, force=force_precision)
+        if note:
+            self.warn(note)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.precision = precision
+        self.batch_size = int(batch_size)
+        self.prefetch = max(0, int(prefetch))
+        self.pipeline: Pipeline = create_pipeline(
+            self.bundle, backend, precision, threads=threads, batch_size=self.batch_size, warn=self.warn
+        )
+        self._encoders = [(e.name, e.sample_rate, e.window_samples) for e in self.bundle.encoders]
+        self._rates = [e.sample_rate for e in self.bundle.encoders]
+
+    @property
+    def backend(self) -> str:
+        """The backend actually in use (after any fallback)."""
+        return self.pipeline.name
+
+    # ---------------------------------------------------------------- public API
+
+    def score(self, x: ScoreInput | list[ScoreInput]) -> ScoreResult | list[ScoreResult]:
+        """Score a path, an `(array, sample_rate)` pair, or a list of either.
+
+        Bad inputs do not raise: their result has `error` set.
+
+        Returns:
+            One ScoreResult for a single input, a list (input order) for a list.
+        """
+        if _is_single(x):
+            return next(self.score_iter([x]))
+        return list(self.score_iter(list(x)))  # type: ignore[arg-type]
+
+    def score_iter(self, inputs: Iterable[ScoreInput]) -> Iterator[ScoreResult]:
+        """Score inputs lazily, yielding one ScoreResult per input in input order.
+
+        Raises:
+            NoEnsembleError: the bundle has encoder graphs only.
+        """
+        if not self.bundle.has_ensemble:
+            raise NoEnsembleError(self.bundle)
+        for st in self._process(inputs, want_features=False, want_scores=True):
+            yield self._finish_score(st)
+
+    def encode(self, inputs: Iterable[ScoreInput] | ScoreInput) -> Iterator[EncodedItem]:
+        """Run the encoder graphs only and yield every output stacked over windows, in input order.
+
+        Same inputs as `score`; windows of several files share batches like `score` does.
+        """
+        seq = [inputs] if _is_single(inputs) else inputs
+        for st in self._process(seq, want_features=True, want_scores=False):  # type: ignore[arg-type]
+            it = st.item
+            if st.error is not None:
+                yield EncodedItem(path=it.path, error=st.error, start_time=it.start_time,
+                                  end_time=it.end_time, extra=it.extra)
+                continue
+            yield EncodedItem(
+                path=it.path, weights=np.asarray(st.weights, np.float32),
+                outputs={k: np.stack(v) for k, v in st.feats.items()}, duration_s=st.duration_s,
+                start_time=it.start_time, end_time=it.end_time, extra=it.extra,
+            )
+
+    def run_ensemble(self, outputs: dict[str, np.ndarray]) -> EnsembleOut:
+        """Run the ensemble graph alone on encoder outputs (batch axis first), in chunks of `batch_size`.
+
+        Returns:
+            (scores [B, M, 4], mean [B, 4], std [B, 4]).
+        """
+        feeds = {k: np.ascontiguousarray(outputs[k], dtype=np.float32) for k in self.bundle.ensemble_inputs}
+        n = next(iter(feeds.values())).shape[0]
+        parts = [self.pipeline.run_ensemble({k: v[i : i + self.batch_size] for k, v in feeds.items()})
+                 for i in range(0, n, self.batch_size)]
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Release the backend's sessions/engines."""
+        self.pipeline.close()
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+
+    def _load(self, item: InputItem) -> Prepared:
+        """Decode + validate + resample one input (runs on the prefetch thread)."""
+        if item.error is not None:
+            raise AudioError(item.error)
+        if item.array is not None:
+            if item.sample_rate is None:
+                raise AudioError("an array input needs its sample rate: pass (array, sample_rate)")
+            samples, sr = to_mono(item.array), int(item.sample_rate)
+        else:
+            samples, sr = decode(item.path or "", item.start_time, item.end_time)
+        return prepare(samples, sr, self._rates, self.bundle.window_seconds)
+
+    def _safe_load(self, item: InputItem) -> Prepared | str:
+        """`_load`, with every failure turned into its one-line error (no traceback for bad input)."""
+        try:
+            return self._load(item)
+        except AudioError as exc:
+            return str(exc)
+        except MemoryError:
+            return "out of memory while decoding (file too long for this machine)"
+        except Exception as exc:  # a decoder bug on a hostile file must not stop the run
+            return f"cannot decode audio: {type(exc).__name__}: {' '.join(str(exc).split())}"
+
+    def _loaded(self, inputs: Iterable[ScoreInput]) -> Iterator[tuple[InputItem, Prepared | str]]:
+        """Items with their decoded audio, decoding up to `prefetch` files ahead on one thread."""
+        items = (as_item(x) for x in inputs)
+        if self.prefetch == 0:
+            for it in items:
+                yield it, self._safe_load(it)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmmos-decode") as pool:
+            queue: deque[tuple[InputItem, Future[Prepared | str]]] = deque()
+            for it in items:
+                queue.append((it, pool.submit(self._safe_load, it)))
+                if len(queue) > self.prefetch:
+                    head, fut = queue.popleft()
+                    yield head, fut.result()
+            while queue:
+                head, fut = queue.popleft()
+                yield head, fut.result()
+
+    def _process(self, inputs: Iterable[ScoreInput], *, want_features: bool, want_scores: bool) -> Iterator[_State]:
+        """Yield each input's completed state in input order, batching windows across inputs."""
+        pending: deque[_State] = deque()
+        batch: list[tuple[_State, Any]] = []
+
+        def drain() -> Iterator[_State]:
+            while pending and pending[0].complete:
+                yield pending.popleft()
+
+        for item, loaded in self._loaded(inputs):
+            st = _State(item=item)
+            pending.append(st)
+            if isinstance(loaded, str):
+                st.error = loaded
+                yield from drain()
+                continue
+            st.duration_s, st.n_windows = loaded.duration_s, loaded.n_windows
+            for w in iter_windows(loaded, self._encoders, self.bundle.window_seconds):
+                batch.append((st, w))
+                if len(batch) == self.batch_size:
+                    self._flush(batch, want_features, want_scores)
+                    batch = []
+                    yield from drain()
+            del loaded
+        if batch:
+            self._flush(batch, want_features, want_scores)
+        yield from drain()
+
+    def _flush(self, batch: list[tuple[_State, Any]], want_features: bool, want_scores: bool) -> None:
+        """Run one batch of windows and fold the results into their files' states."""
+        feeds = {
+            name: (np.stack([w.wavs[name] for _, w in batch]),
+                   np.asarray([w.lengths[name] for _, w in batch], dtype=np.int64))
+            for name, _, _ in self._encoders
+        }
+        feats, out = self.pipeline.run(feeds, want_features=want_features, want_scores=want_scores)
+        for i, (st, w) in enumerate(batch):
+            st.weights.append(w.weight)
+            if out is not None:
+                contrib = w.weight * out[0][i].astype(np.float64)
+                st.member_sum = contrib if st.member_sum is None else st.member_sum + contrib
+            for k, v in feats.items():
+                st.feats.setdefault(k, []).append(np.array(v[i]))
+            st.done += 1
+
+    def _finish_score(self, st: _State) -> ScoreResult:
+        """Per-file averaging: per member weighted mean over windows, then mean/std over members."""
+        it = st.item
+        base = {"path": it.path, "start_time": it.start_time, "end_time": it.end_time, "extra": it.extra}
+        if st.error is not None or st.member_sum is None:
+            return ScoreResult(error=st.error or "no windows were scored", **base)
+        members = st.member_sum / float(np.sum(np.asarray(st.weights, np.float64)))
+        mean, std = members.mean(axis=0), members.std(axis=0)  # population std (ddof=0), contracts
+        return ScoreResult(
+            scores={a: float(mean[j]) for j, a in enumerate(AXES)},
+            std={a: float(std[j]) for j, a in enumerate(AXES)},
+            duration_s=st.duration_s, windows=st.n_windows, members=members.astype(np.float32), **base,
+        )
+
+
+def default_bundle() -> Path:
+    """The bundle folder `Scorer()` would use (for messages and --info)."""
+    from .bundle import resolve_bundle_dir
+
+    return resolve_bundle_dir(None)

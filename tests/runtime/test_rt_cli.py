@@ -1,0 +1,158 @@
+"""`mmmos-score`: input kinds, output formats, --output/--force/--resume, exit codes (runtime/cli.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from bundle_factory import Params
+from mmmos.runtime.cli import app
+from rt_helpers import tone, write_zoo
+from typer.testing import CliRunner
+
+HAS_MP3 = "MP3" in sf.available_formats()
+
+
+def run(args: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+    res = CliRunner().invoke(app, args, input=stdin)
+    if res.exception and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.fixture
+def audio(tmp_path: Path) -> Path:
+    """good files in every container/sample format and rate the issue names."""
+    d = tmp_path / "audio"
+    (d / "sub").mkdir(parents=True)
+    x = tone(2.0, 16000)
+    for sub in ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT"):
+        sf.write(d / f"{sub.lower()}.wav", x, 16000, subtype=sub)
+    sf.write(d / "sub" / "rate8k.flac", tone(1.0, 8000), 8000)
+    sf.write(d / "sub" / "rate96k_stereo.wav", tone(1.5, 96000, channels=2), 96000, subtype="PCM_24")
+    sf.write(d / "sub" / "v.ogg", tone(1.0, 22050), 22050, format="OGG")
+    if HAS_MP3:
+        sf.write(d / "sub" / "m.mp3", tone(1.0, 44100), 44100, format="MP3")
+    return d
+
+
+def _rows(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_folder_to_jsonl_exit_0(bundle: tuple[Path, Params], audio: Path) -> None:
+    code, out, err = run([str(audio), "--bundle", str(bundle[0]), "--batch-size", "3"])
+    rows = _rows(out)
+    assert code == 0, err
+    assert len(rows) == 8 + HAS_MP3
+    for r in rows:
+        assert set(r) == {"path", "PQ", "PC", "CE", "CU", "std", "duration_s", "windows", "error"}
+        assert r["error"] is None and set(r["std"]) == {"PQ", "PC", "CE", "CU"} and 0 < r["PQ"] < 10
+    # the untrained warning and the summary go to stderr, never into the results
+    assert "untrained" in err and f"{len(rows)} inputs (0 failed)" in err.splitlines()[-1]
+
+
+def test_bad_files_mixed_with_good_exit_1(bundle: tuple[Path, Params], tmp_path: Path) -> None:
+    zoo = write_zoo(tmp_path / "z")
+    code, out, err = run([str(tmp_path / "z"), str(tmp_path / "nope.wav"), "-b", str(bundle[0])])
+    rows = {Path(r["path"]).name: r for r in _rows(out)}
+    assert code == 1 and "Traceback" not in err
+    assert set(rows) == set(zoo) | {"nope.wav"}
+    for name, expected in zoo.items():
+        assert (rows[name]["error"] is None) if expected is None else (expected in rows[name]["error"])
+    assert rows["nope.wav"]["error"] == "file not found"
+
+
+def test_manifests_and_stdin(bundle: tuple[Path, Params], audio: Path, tmp_path: Path) -> None:
+    jl = tmp_path / "m.jsonl"
+    jl.write_text(json.dumps({"path": str(audio / "float.wav"), "start_time": 0.5, "end_time": 1.5}) + "\n")
+    cs = tmp_path / "list.csv"
+    cs.write_text(f"sample_id,data_path\ns,{audio / 'pcm_16.wav'}\n")
+    code, out, err = run([str(jl), str(cs), "-", "-b", str(bundle[0])], stdin=f"{audio / 'pcm_24.wav'}\n")
+    rows = _rows(out)
+    assert code == 0, err
+    assert [Path(r["path"]).name for r in rows] == ["float.wav", "pcm_16.wav", "pcm_24.wav"]
+    assert rows[0]["start_time"] == 0.5 and rows[0]["end_time"] == 1.5 and rows[0]["duration_s"] == 1.0
+    assert "start_time" not in rows[1]
+
+
+def test_csv_challenge_and_table_formats(bundle: tuple[Path, Params], audio: Path) -> None:
+    files = [str(audio / "pcm_16.wav"), str(audio / "missing.wav")]
+    code, out, _ = run([*files, "-b", str(bundle[0]), "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 1 and rows[0]["PQ"] and rows[0]["PQ_std"] and rows[1]["error"] == "file not found"
+    code, out, err = run([*files, "-b", str(bundle[0]), "-f", "challenge"])
+    (line,) = out.splitlines()
+    wav_id, *vals = line.split(",")
+    assert code == 1 and wav_id == "pcm_16" and len(vals) == 4 and all(0 < float(v) < 10 for v in vals)
+    assert "missing.wav: file not found" in err
+    code, out, _ = run([*files, "-b", str(bundle[0]), "-f", "table"])
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["PQ", "PC", "CE", "CU"] and "pcm_16.wav" in lines[1]
+    assert "error: file not found" in lines[2]
+
+
+def test_output_force_and_resume(bundle: tuple[Path, Params], audio: Path, tmp_path: Path) -> None:
+    out_file = tmp_path / "res.jsonl"
+    first = [str(audio / "pcm_16.wav"), str(audio / "pcm_24.wav")]
+    assert run([*first, "-b", str(bundle[0]), "-o", str(out_file)])[0] == 0
+    before = out_file.read_text()
+    code, _, err = run([*first, "-b", str(bundle[0]), "-o", str(out_file)])
+    assert code == 2 and "--force" in err and out_file.read_text() == before  # never overwrites
+    # an interrupted run leaves a half line; --resume cuts it and scores only what is missing
+    out_file.write_text(before + '{"path": "half')
+    allf = [*first, str(audio / "float.wav"), str(audio / "missing.wav")]
+    code, stdout, _ = run([*allf, "-b", str(bundle[0]), "-o", str(out_file), "--resume"])
+    rows = _rows(out_file.read_text())
+    assert code == 1 and stdout == ""
+    assert [Path(r["path"]).name for r in rows] == ["pcm_16.wav", "pcm_24.wav", "float.wav", "missing.wav"]
+    code, _, _ = run([*allf, "-b", str(bundle[0]), "-o", str(out_file), "--resume"])
+    assert code == 0 and len(_rows(out_file.read_text())) == 4  # nothing left to do
+    assert run([*first, "-b", str(bundle[0]), "-o", str(out_file), "--force"])[0] == 0
+    assert len(_rows(out_file.read_text())) == 2
+
+
+def test_resume_csv_and_challenge(bundle: tuple[Path, Params], audio: Path, tmp_path: Path) -> None:
+    for fmt, ext in (("csv", "csv"), ("challenge", "txt")):
+        out_file = tmp_path / f"r.{ext}"
+        a, b = str(audio / "pcm_16.wav"), str(audio / "pcm_32.wav")
+        assert run([a, "-b", str(bundle[0]), "-o", str(out_file)])[0] == 0  # format from the extension
+        assert run([a, b, "-b", str(bundle[0]), "-o", str(out_file), "--resume", "-f", fmt])[0] == 0
+        text = out_file.read_text()
+        assert text.count("pcm_16") == 1 and text.count("pcm_32") == 1, text
+        if fmt == "csv":
+            assert text.count("path,start_time") == 1  # one header
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [([], "at least one INPUT"), (["a.wav", "--resume"], "--resume needs --output"),
+     (["a.wav", "--backend", "cuda"], "cuda"), (["a.wav", "--batch-size", "0"], "batch-size"),
+     (["a.wav", "--bundle", "/nonexistent"], "mmmos-export"),
+     (["a.wav", "--precision", "fp16"], "unchecked"), (["a.wav", "--precision", "int8"], "not in bundle")],
+)
+def test_usage_errors_exit_2(bundle: tuple[Path, Params], args: list[str], needle: str) -> None:
+    if "--bundle" not in args:
+        args = [*args, "--bundle", str(bundle[0])]
+    code, out, err = run(args)
+    assert code == 2 and needle in err and out == "" and "Traceback" not in err
+
+
+def test_forced_precision_runs_with_a_warning(bundle: tuple[Path, Params], audio: Path) -> None:
+    code, out, err = run([str(audio / "pcm_16.wav"), "-b", str(bundle[0]), "--precision", "fp16",
+                          "--force-precision", "-q"])
+    assert code == 0 and len(_rows(out)) == 1 and "fp16" in err and "inputs" not in err  # -q: no summary
+
+
+def test_shards_partition_the_inputs(bundle: tuple[Path, Params], audio: Path) -> None:
+    names = []
+    for i in range(3):
+        code, out, _ = run([str(audio), "-b", str(bundle[0]), "--shard", f"{i}/3", "-q"])
+        assert code == 0
+        names.append({Path(r["path"]).name for r in _rows(out)})
+    assert sum(len(n) for n in names) == 8 + HAS_MP3 and not (names[0] & names[1]) and not (names[1] & names[2])
+    assert run(["a.wav", "-b", str(bundle[0]), "--shard", "3/3"])[0] == 2
