@@ -40,9 +40,11 @@ def l2_normalize(x: Tensor, eps: float = L2_EPS) -> Tensor:
     """L2-normalise the last axis with ``F.normalize`` semantics: ``x / max(||x||, eps)``.
 
     Written as sqrt(sum(x^2)) so it exports as plain ReduceSum/Sqrt/Div (no ReduceL2 needed by TensorRT).
+    The clamp sits under the sqrt (``sqrt(max(s, eps^2)) == max(sqrt(s), eps)``) so an all-zero vector, such as
+    an empty ``blstm-t`` step, has a finite gradient instead of NaN.
     """
-    norm = torch.sqrt((x * x).sum(dim=-1, keepdim=True))
-    return x / norm.clamp(min=eps)
+    norm = torch.sqrt((x * x).sum(dim=-1, keepdim=True).clamp(min=eps * eps))
+    return x / norm
 
 
 def step_assignment(n_frames: int, frame_seconds: float, window_seconds: float, steps: int) -> Tensor:

@@ -155,3 +155,12 @@ def test_pooled_encoder_exports_with_frames(tmp_path: Path) -> None:
     for g, w in zip(got, want, strict=True):
         assert g.shape == tuple(w.shape)
         assert abs(g - w.numpy()).max() < 1e-5
+
+
+def test_l2_normalize_has_a_finite_gradient_at_zero() -> None:
+    """An all-zero vector (an empty blstm-t step) must not turn every gradient NaN during training."""
+    x = torch.zeros(2, 5, requires_grad=True)
+    y = torch.tensor([[3.0, 4.0]], requires_grad=True)
+    (l2_normalize(x).sum() + l2_normalize(y).sum()).backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.allclose(l2_normalize(y), torch.tensor([[0.6, 0.8]]))
