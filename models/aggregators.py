@@ -10,8 +10,9 @@ paper's verified definitions.
 from __future__ import annotations
 
 import torch
-from mmmos.models.fusion import l2_normalize, masked_mean
 from torch import Tensor, nn
+
+from mmmos.models.fusion import l2_normalize, masked_mean
 
 
 def make_head(in_dim: int, n_layers: int, hidden: int | None, layer_norm: bool) -> nn.Sequential:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import itertools
 
 import torch
-from mmmos.models.members import AGGREGATORS, ENCODER_NAMES, Dims, Member, MemberConfig
 from torch import Tensor, nn
+
+from mmmos.models.members import AGGREGATORS, ENCODER_NAMES, Dims, Member, MemberConfig
 
 LOSSES: tuple[str, ...] = ("utmos", "contrastive", "dcq", "ccc")
 

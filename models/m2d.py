@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-from mmmos.models.frontends import FLOAT32_EPS, LogMelConfig, LogMelFrontend
 from torch import nn
+
+from mmmos.models.frontends import FLOAT32_EPS, LogMelConfig, LogMelFrontend
 
 DEFAULT_NORM_STATS = (-7.1, 4.2)
 """Log-mel mean/std that ``portable_m2d.py`` uses when a checkpoint carries no ``norm_stats`` (2022 models)."""

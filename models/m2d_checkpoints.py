@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+
 from mmmos.models.m2d import DEFAULT_NORM_STATS, M2D, M2DConfig
 
 EVAR_PREFIX = "module.ar.runtime.backbone."

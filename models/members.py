@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
+from mmmos import AXES
 from mmmos.models.aggregators import (
     BLSTMEncoderAggregator,
     BLSTMTimeAggregator,
@@ -20,9 +23,6 @@ from mmmos.models.aggregators import (
     make_head,
 )
 from mmmos.models.fusion import l2_normalize
-from torch import Tensor, nn
-
-from mmmos import AXES
 
 AGGREGATORS: tuple[str, ...] = ("mlp", "blstm-t", "blstm-e")
 LAYER_MIXES: tuple[str, ...] = ("shared", "per-axis")

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+from torch import nn
+
 from mmmos.models.frontends import LogMelConfig, LogMelFrontend
 from mmmos.models.muq_conformer import Conformer, Conv2dSubsampling
-from torch import nn
 
 MUQ_MEL_MEAN = 6.768444971712967
 """``stat["melspec_2048_mean"]`` of the MuQ/MusicFM family (MSD); a checkpoint's config.json overrides it."""

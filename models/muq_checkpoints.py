@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from mmmos.models.muq import MUQ_MEL_MEAN, MUQ_MEL_STD, MuQ, MuQConfig
 
 PREFIX = "model."

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from mmmos.models.m2d import M2D, M2DConfig
 from mmmos.models.muq import MuQ, MuQConfig
 from mmmos.models.wavlm import WavLM, WavLMConfig
-from torch import nn
 
 ENCODER_ORDER: tuple[str, ...] = ("wavlm", "muq", "m2d")
 """Bundle order of the encoders; every dict of encoders in mmmos follows it."""

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import soxr
 import torch
-from mmmos.models.ensemble import Ensemble
-from mmmos.models.fusion import PooledEncoder
-from mmmos.models.members import Member
 from torch import Tensor, nn
 
 from mmmos import AXES
+from mmmos.models.ensemble import Ensemble
+from mmmos.models.fusion import PooledEncoder
+from mmmos.models.members import Member
 
 WINDOW_SECONDS = 10.0
 

@@ -8,7 +8,7 @@ unusable bundle/precision/backend, output file exists).
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +22,7 @@ from .progress import Progress
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False)
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     """--backend choices."""
 
     auto = "auto"
@@ -31,7 +31,7 @@ class Backend(str, Enum):
     tensorrt = "tensorrt"
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """--precision choices."""
 
     fp32 = "fp32"
@@ -39,7 +39,7 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """--format choices."""
 
     table = "table"

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from mmmos.training.cache_store import (
     CACHE_FORMAT_VERSION,
     INDEX_NAME,
@@ -25,7 +27,6 @@ from mmmos.training.cache_store import (
     write_shard,
 )
 from mmmos.training.manifests import Manifest, load_manifest
-from tqdm import tqdm
 
 
 def _sha256(path: Path) -> str:

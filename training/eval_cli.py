@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from mmmos.training.manifests import _ID_KEYS, _PATH_KEYS, _SYSTEM_KEYS, AXIS_ALIASES, _norm_key, _rows, _value
-from mmmos.training.metrics import evaluate, format_table
 
 from mmmos import AXES
+from mmmos.training.manifests import _ID_KEYS, _PATH_KEYS, _SYSTEM_KEYS, AXIS_ALIASES, _norm_key, _rows, _value
+from mmmos.training.metrics import evaluate, format_table
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

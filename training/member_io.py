@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mmmos.models.members import Member, MemberConfig
 from safetensors.torch import load_file, save_file
+
+from mmmos.models.members import Member, MemberConfig
 
 MEMBER_FORMAT_VERSION = 1
 MEMBER_JSON = "member.json"

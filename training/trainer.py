@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from mmmos import AXES
 from mmmos.models.members import Member, MemberConfig
 from mmmos.training.cache_store import CachedSet
 from mmmos.training.losses import LOSSES, get_loss
 from mmmos.training.member_io import identity_mismatch, save_member
 from mmmos.training.metrics import evaluate, mean_metric
-from tqdm import tqdm
-
-from mmmos import AXES
 
 SELECT_BY: tuple[str, ...] = ("loss", "srcc")
 

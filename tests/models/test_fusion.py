@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from mmmos.models.fusion import PooledEncoder, align_to_steps, l2_normalize, masked_mean, step_assignment
 from torch import Tensor, nn
+
+from mmmos.models.fusion import PooledEncoder, align_to_steps, l2_normalize, masked_mean, step_assignment
 
 
 class FakeEncoder(nn.Module):

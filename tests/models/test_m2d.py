@@ -8,8 +8,9 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from mmmos.models.m2d import M2D, M2DConfig, count_parameters, expected_frames
 from torch import nn
+
+from mmmos.models.m2d import M2D, M2DConfig, count_parameters, expected_frames
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mmmos.models.m2d import DEFAULT_NORM_STATS, M2D, M2DConfig
 from mmmos.models.m2d_checkpoints import load_m2d, parse_sizes_by_name, reformat_state_dict
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mmmos.models.aggregators import MaskedBLSTM, make_head
-from mmmos.models.ensemble import Ensemble, FlatEnsemble, random_members
-from mmmos.models.members import Member, MemberConfig
 from torch import Tensor, nn
 
 from mmmos import AXES
+from mmmos.models.aggregators import MaskedBLSTM, make_head
+from mmmos.models.ensemble import Ensemble, FlatEnsemble, random_members
+from mmmos.models.members import Member, MemberConfig
 
 DIMS = {"wavlm": (4, 16), "muq": 12, "m2d": 20}
 STEPS = 10

@@ -6,6 +6,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
+
 from mmmos.models.muq import MuQ, MuQConfig, muq_frontend
 from mmmos.models.muq_conformer import rotary_tables
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from mmmos.models.muq import MuQ, MuQConfig
 from mmmos.models.muq_checkpoints import MuQCheckpointError, config_from_dict, load_muq
-from safetensors.torch import save_file
 
 MEAN, STD = 5.5, 17.25  # not the defaults, so the test sees that config.json's stat is read
 

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 import torch
+
+from mmmos import AXES
 from mmmos.models.ensemble import random_members
 from mmmos.models.fusion import PooledEncoder
 from mmmos.models.presets import PRESETS, build_encoders, encoder_dims, get_preset
 from mmmos.models.reference import ReferenceModel
-
-from mmmos import AXES
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from mmmos.models.wavlm import WavLM, WavLMConfig, parse_conv_layers
 
 N = 160000

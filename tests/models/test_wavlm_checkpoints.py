@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mmmos.models.wavlm import WavLM, WavLMConfig
 from mmmos.models.wavlm_checkpoints import (
     CheckpointFormatError,

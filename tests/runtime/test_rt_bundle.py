@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from bundle_factory import make_bundle
+
 from mmmos.runtime.bundle import Bundle, default_bundle_dir, resolve_bundle_dir
 from mmmos.runtime.errors import BundleError, BundleNotFoundError, PrecisionError
 

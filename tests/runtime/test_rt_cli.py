@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from bundle_factory import Params
-from mmmos.runtime.cli import app
 from rt_helpers import tone, write_zoo
 from typer.testing import CliRunner
+
+from mmmos.runtime.cli import app
 
 HAS_MP3 = "MP3" in sf.available_formats()
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mmmos.runtime import AXES, Scorer
 from rt_helpers import tone
+
+from mmmos.runtime import AXES, Scorer
 
 pytest.importorskip("torch", reason="the PyTorch reference needs the export extra (torch)")
 export_pipeline = pytest.importorskip("mmmos.export.pipeline", reason="mmmos.export is not importable")

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from bundle_factory import Params, reference, window_scores
-from mmmos.runtime import AXES, EncodedItem, Scorer, ScoreResult
 from rt_helpers import tone, write_zoo
+
+from mmmos.runtime import AXES, EncodedItem, Scorer, ScoreResult
 
 
 def _vec(r: ScoreResult) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from mmmos.training.cache_store import CACHE_FORMAT_VERSION, shard_name, write_index, write_shard
 
 L, D_W, D_MUQ, D_M2D, STEPS = 3, 16, 8, 12, 5

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
+
 from mmmos.training.cache import build_cache
 from mmmos.training.cache_store import CachedSet
 from mmmos.training.cli import app
 from mmmos.training.eval_cli import evaluate_files
-from typer.testing import CliRunner
 
 SR = 16000
 BANDS = ((100, 200), (400, 700), (1200, 2000), (3000, 5000))

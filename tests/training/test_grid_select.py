@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from mmmos.training.cli import app
 from mmmos.training.grid import default_grid_path, load_grid
 from mmmos.training.member_io import load_member
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from mmmos.training.losses import ccc_loss, contrastive_loss, dcq_loss, get_loss, utmos_loss
 
 

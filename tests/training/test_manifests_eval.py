@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from mmmos.training.eval_cli import app as eval_app
-from mmmos.training.manifests import load_manifest
 from scipy import stats
 from typer.testing import CliRunner
+
+from mmmos.training.eval_cli import app as eval_app
+from mmmos.training.manifests import load_manifest
 
 
 def _wav(path: Path, seconds: float = 0.5) -> Path:

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from mmmos.training.metrics import evaluate, kendall_tau_b, pearson, rankdata, spearman, system_of
 from scipy import stats
+
+from mmmos.training.metrics import evaluate, kendall_tau_b, pearson, rankdata, spearman, system_of
 
 
 def _data(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

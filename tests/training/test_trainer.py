@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from mmmos.training.cache_store import CachedSet
 from mmmos.training.member_io import load_member, read_member_json
 from mmmos.training.trainer import FitOptions, fit, predict_clips
@@ -63,8 +64,9 @@ def test_fit_refuses_mixed_encoders(synth_caches: dict[str, Path]) -> None:
 
 
 def test_fit_cli(synth_caches: dict[str, Path], tmp_path: Path) -> None:
-    from mmmos.training.cli import app
     from typer.testing import CliRunner
+
+    from mmmos.training.cli import app
 
     out = tmp_path / "member"
     args = ["fit", str(synth_caches["train"]), "--dev", str(synth_caches["dev"]), "--out", str(out),
