@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -63,13 +61,10 @@ def test_tiny_encoder_dims_and_pooled_shapes(reference: ReferenceModel) -> None:
     assert s[0].sum() == 50 and 14 <= s[1].sum() <= 16  # 3 s of 10 s valid
 
 
-def test_reference_window_forward_is_fast_and_shared_equals_naive(reference: ReferenceModel) -> None:
+def test_reference_shared_encoders_equal_the_naive_ensemble(reference: ReferenceModel) -> None:
+    """Sharing the encoders across members changes nothing (speed is measured by mmmos-bench, not here)."""
     wavs, lengths = _windows(reference, 1)
-    reference.forward_windows(wavs, lengths)  # warm-up (allocator, thread pool)
-    start = time.perf_counter()
     scores, mean, std = reference.forward_windows(wavs, lengths)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"one 10 s window took {elapsed:.2f} s on the tiny preset"
     assert scores.shape == (1, 6, 4) and mean.shape == (1, 4) and std.shape == (1, 4)
     naive = reference.forward_naive(wavs, lengths)
     for a, b in zip((scores, mean, std), naive, strict=True):
