@@ -6,7 +6,6 @@ The manifest follows docs/contracts.md ("The bundle"); the runtime reads nothing
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 from collections.abc import Iterable
@@ -15,6 +14,7 @@ from typing import Any
 
 import mmmos
 from mmmos import AXES
+from mmmos.runtime.bundle import sha256_file  # one hashing rule for writer and reader
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -44,15 +44,6 @@ def prepare_out_dir(out_dir: Path, force: bool) -> Path:
             shutil.rmtree(out_dir / "engines")
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (graphs can be GBs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundle_files(out_dir: Path) -> list[str]:
