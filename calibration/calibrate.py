@@ -1,0 +1,165 @@
+"""Calibrate a bundle: INT8 encoder graphs from real windows, then every precision measured against fp32.
+
+``calibrate_bundle`` is what ``mmmos-calibrate`` runs. Steps:
+1. decode DATA into windows (``data``);
+2. optionally quantize each encoder body to INT8 for ONNX Runtime (``int8_ort``) and the symmetric QDQ
+   variant for TensorRT (``int8_trt``; by default only where tensorrt and a GPU exist, else skipped with the
+   reason in the report), calibrated on windows of the calibration audio;
+3. score DATA at every precision the bundle has (``runner``) and compare each with fp32 (``reports``);
+4. write statuses into the manifest's ``precisions``, the details into report.json's ``calibration``
+   block, target statistics when a labelled manifest is given (``stats``), and refresh the sha256 list.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import bundle_io, data, int8_ort, reports, runner, stats
+
+INT8 = "int8"
+INT8_TRT = "int8-trt"
+
+
+@dataclass
+class CalibrationOptions:
+    """Knobs of one calibration run (the CLI maps its flags onto these)."""
+
+    max_files: int | None = None
+    thresholds: dict[str, reports.Thresholds] = field(default_factory=dict)
+    int8: bool = True
+    int8_method: str = "minmax"
+    calib_data: str | Path | None = None
+    calib_windows: int = 64
+    per_channel: bool = True
+    reduce_range: bool = False
+    exclude_patterns: tuple[str, ...] = ()
+    include_conv: bool = True  # body Convs too: MuQ's conformer conv modules are most of its int8 gain
+    trt_int8: bool | None = None  # None: only where tensorrt and a GPU exist; True: write them anyway (CPU is enough)
+    targets: str | Path | None = None
+    threads: int = 0
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_int8_graphs(
+    bundle: Path, manifest: dict, clips: list[data.ClipWindows], opts: CalibrationOptions,
+    log: Callable[[str], None] = print,
+) -> tuple[dict, list[str]]:
+    """Quantize every encoder's fp32 graph into ``<name>.int8.onnx`` (and ``.int8-trt.onnx`` when asked).
+
+    Sets ``graphs["int8"]`` (and ``graphs["int8-trt"]``) in the manifest's encoder entries; the ensemble
+    keeps its fp32 graph. Returns the quantization report (per encoder, and whether the TensorRT variant was
+    written or why not) and the files written.
+    """
+    encoders: dict = {}
+    written: list[str] = []
+    trt_int8, why = opts.trt_int8, None
+    if trt_int8 is None:
+        from .int8_trt import trt_unavailable_reason
+
+        why = trt_unavailable_reason()
+        trt_int8 = why is None
+        if why is not None:
+            log(f"int8-trt: skipped: {why}")
+    info: dict = {"encoders": encoders, "tensorrt": {"written": bool(trt_int8), "skipped": why}}
+    for enc in manifest["encoders"]:
+        name = enc["name"]
+        src = bundle / enc["graphs"]["fp32"]
+        feeds = list(data.iter_windows(clips, name, opts.calib_windows))
+        t0 = time.perf_counter()
+        res = int8_ort.quantize_encoder(
+            src, bundle / f"{name}.int8.onnx", int8_ort.WindowReader(feeds), mode="static",
+            method=opts.int8_method, per_channel=opts.per_channel, reduce_range=opts.reduce_range,
+            exclude_patterns=opts.exclude_patterns, include_conv=opts.include_conv,
+        )
+        enc["graphs"][INT8] = res.output.name
+        written += bundle_io.graph_files(bundle, res.output.name)
+        encoders[name] = {INT8: {**res.to_dict(), "seconds": round(time.perf_counter() - t0, 2)}}
+        log(f"int8: {name}: {len(res.quantized)} nodes quantized (static QDQ), "
+            f"{len(res.kept_frontend)} front-end kept fp32 -> {res.output.name}")
+        if trt_int8:
+            from .int8_trt import write_calibration_cache, write_trt_qdq
+
+            trt = write_trt_qdq(src, bundle / f"{name}.int8-trt.onnx", feeds, method=opts.int8_method,
+                                exclude_patterns=opts.exclude_patterns, include_conv=opts.include_conv)
+            enc["graphs"][INT8_TRT] = trt.output.name
+            written += bundle_io.graph_files(bundle, trt.output.name)
+            table = write_calibration_cache(src, feeds, bundle / "trt_calibration" / name)
+            rel = [str(p.relative_to(bundle)) for p in sorted(table.parent.iterdir()) if p.is_file()]
+            written += rel
+            encoders[name][INT8_TRT] = {**trt.to_dict(), "calibration_table": str(table.relative_to(bundle))}
+            log(f"int8-trt: {name}: symmetric QDQ graph for TensorRT -> {trt.output.name}")
+    return info, written
+
+
+def calibrate_bundle(
+    bundle: str | Path, data_path: str | Path, opts: CalibrationOptions | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the whole calibration on ``bundle`` with audio from ``data_path``; returns the calibration block.
+
+    The manifest's ``precisions`` get ``passed``/``failed`` for every precision measured (fp32 is the
+    reference and always passes); report.json gets the per-axis numbers.
+    """
+    opts = opts or CalibrationOptions()
+    bundle = Path(bundle)
+    manifest = runner.load_manifest(bundle)
+    specs = runner.encoder_specs(manifest)
+    files = data.list_audio(data_path, opts.max_files)
+    log(f"decoding {len(files)} files from {data_path}")
+    clips, errors = data.load_clips(files, specs)
+    for err in errors:
+        log(f"skipped {err['path']}: {err['error']}")
+
+    n_windows = sum(c.n_windows for c in clips)
+    block: dict = {"created": _now(), "data": str(data_path), "n_files": len(clips), "n_windows": n_windows,
+                   "skipped": errors, "held_out": False}
+    written: list[str] = []
+    if opts.int8:
+        calib_clips = clips
+        if opts.calib_data is not None:
+            calib_clips, _ = data.load_clips(data.list_audio(opts.calib_data, opts.max_files), specs)
+            block["held_out"] = True  # INT8 ranges come from other audio than the report's
+        block["int8"], written = make_int8_graphs(bundle, manifest, calib_clips, opts, log)
+        block["calibration_data"] = str(opts.calib_data or data_path)
+
+    precisions = runner.bundle_precisions(manifest)
+    results: dict[str, runner.PrecisionScores] = {}
+    block["score_seconds"] = {}  # wall time to score DATA per precision (sessions included): a rough speed hint
+    for p in precisions:
+        t0 = time.perf_counter()
+        results[p] = runner.BundleRunner(bundle, p, manifest, opts.threads).score(clips)
+        block["score_seconds"][p] = round(time.perf_counter() - t0, 2)
+        log(f"scored {len(clips)} files at {p} in {block['score_seconds'][p]:.1f} s")
+    reference = results[runner.BASE_PRECISION].mean
+    checked = _now()
+    block["precisions"] = {}
+    manifest.setdefault("precisions", {})
+    base = manifest["precisions"].get(runner.BASE_PRECISION) or {}  # keep the exporter's parity numbers
+    manifest["precisions"][runner.BASE_PRECISION] = {**base, "status": "passed", "reference": True, "checked": checked}
+    for p in precisions[1:]:
+        limits = reports.thresholds_for(p, opts.thresholds)
+        rep = reports.precision_report(p, reference, results[p].mean, limits, results[p].graphs)
+        block["precisions"][p] = rep
+        manifest["precisions"][p] = reports.precision_entry(rep, checked)
+        why = "" if rep["status"] == "passed" else " (" + "; ".join(rep["reasons"]) + ")"
+        log(f"{p}: {rep['status']}: max abs {rep['max_abs']:.4g}, mean abs {rep['mean_abs']:.4g}, "
+            f"min SRCC {rep['srcc']:.4g}{why}")
+    block["fp32_scores"] = {"files": [c.path for c in clips], "mean": reference.round(5).tolist()}
+
+    targets = opts.targets
+    if targets is None and stats.has_labels(Path(data_path)):
+        targets = data_path  # DATA is itself a labelled manifest
+    if targets is not None:
+        ts = stats.target_stats(targets)
+        manifest["target_stats"] = ts
+        block["target_stats"] = {**ts, "members_with_other_stats": stats.members_mismatch(manifest, ts)}
+        log(f"target stats from {targets}: mean {ts['mean']}, std {ts['std']}")
+    bundle_io.save_calibration(bundle, manifest, block, written)
+    return block
