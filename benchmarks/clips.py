@@ -1,0 +1,68 @@
+"""The audio every measurement uses: deterministic clips written as WAV files, and their first windows.
+
+Timing does not depend on what the audio says, but decode and resample cost does depend on the file,
+so clips are real 44.1 kHz stereo files (every encoder then resamples). The windows that the graph
+timings and the PyTorch baselines share are cut from the same clip by the runtime's own window rule
+and saved in one .npz, so every backend and baseline sees identical arrays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from mmmos.runtime.audio import decode, iter_windows, prepare
+from mmmos.runtime.bundle import Bundle
+
+CLIP_RATE = 44100
+AUDIOBOX_RATE = 16000
+
+
+def synth_clip(seconds: float, sr: int = CLIP_RATE, seed: int = 0) -> np.ndarray:
+    """A stereo music-like test signal [N, 2] float32: a few partials, a slow tremolo and a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(max(1, round(seconds * sr))) / sr
+    x = sum(0.15 / (k + 1) * np.sin(2 * np.pi * 220.0 * (k + 1) * t) for k in range(5))
+    x = x * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t)) + 0.02 * rng.standard_normal(t.size)
+    return np.stack([x, 0.8 * x], axis=1).astype(np.float32)
+
+
+def write_clips(folder: Path, lengths: list[float], sr: int = CLIP_RATE) -> dict[float, Path]:
+    """Write one WAV per length (seconds) into `folder`; returns length -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for sec in lengths:
+        p = folder / f"clip_{sec:g}s.wav"
+        sf.write(p, synth_clip(sec, sr), sr, subtype="PCM_16")
+        out[sec] = p
+    return out
+
+
+def write_windows(bundle: Bundle, clip: Path, out: Path) -> Path:
+    """Save the clip's first window for every encoder (+ a 16 kHz one for Audiobox) to `out` (.npz).
+
+    Keys: `wav_<encoder>` float32 [1, window_samples], `len_<encoder>` int64 [1], `audiobox_wav`
+    float32 [1, 160000], `audiobox_len` int64 [1].
+    """
+    samples, sr = decode(clip)
+    rates = [e.sample_rate for e in bundle.encoders]
+    enc = [(e.name, e.sample_rate, e.window_samples) for e in bundle.encoders]
+    prepared = prepare(samples, sr, [*rates, AUDIOBOX_RATE], bundle.window_seconds)
+    first = next(iter_windows(prepared, [*enc, ("audiobox", AUDIOBOX_RATE, int(AUDIOBOX_RATE * 10))],
+                              bundle.window_seconds))
+    arrays: dict[str, np.ndarray] = {}
+    for name, wav in first.wavs.items():
+        wav_key, len_key = ("audiobox_wav", "audiobox_len") if name == "audiobox" else (f"wav_{name}", f"len_{name}")
+        arrays[wav_key] = wav[None, :]
+        arrays[len_key] = np.asarray([first.lengths[name]], np.int64)
+    np.savez(out, **arrays)
+    return out
+
+
+def load_windows(path: Path, names: list[str], batch: int = 1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The saved windows of `names`, repeated to `batch`: name -> (wav [B, N], lengths [B])."""
+    with np.load(path) as z:
+        return {n: (np.repeat(z[f"wav_{n}"], batch, axis=0), np.repeat(z[f"len_{n}"], batch, axis=0))
+                for n in names}
