@@ -103,8 +103,9 @@ def bench(
 
     lens, bats = parse_list(lengths, float), parse_list(batches, int)
     try:
+        report.require_matplotlib()
         b = Bundle.load(bundle, verify=True)
-    except MMMOSRuntimeError as exc:
+    except (MMMOSRuntimeError, ModuleNotFoundError) as exc:
         typer.echo(f"mmmos-bench: {exc}", err=True)
         raise typer.Exit(2) from None
     out.mkdir(parents=True, exist_ok=True)

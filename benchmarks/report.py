@@ -269,8 +269,19 @@ def _baseline_lines(raw: dict[str, Any], s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def require_matplotlib() -> None:
+    """Fail early, before minutes of timing, when the plotting library is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            "mmmos-bench draws its plots with matplotlib, which is not installed: pip install 'mmmos[bench]'"
+        ) from exc
+
+
 def plots(raw: dict[str, Any], out_dir: Path) -> list[Path]:
     """PNG plots: end-to-end latency vs audio length per backend; throughput vs batch per backend."""
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
