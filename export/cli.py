@@ -46,6 +46,11 @@ def export(
     trt_min: int = typer.Option(1, help="TensorRT profile: min windows per batch."),
     trt_opt: int = typer.Option(8, help="TensorRT profile: opt windows per batch."),
     trt_max: int = typer.Option(32, help="TensorRT profile: max windows per batch."),
+    triton_repo: Path | None = typer.Option(
+        None, "--triton-repo", help="Also write a Triton model repository for the bundle into this folder "
+        "(ONNX Runtime models, TensorRT plans where engines exist, the windows ensemble and the python "
+        "preprocessing model; needs tritonclient[grpc] to validate the configs)."),
+    triton_precision: str = typer.Option("fp32", help="Encoder graphs for --triton-repo: fp32 | fp16."),
     force: bool = typer.Option(False, "--force", help="Replace the bundle files in a non-empty OUT_DIR."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow pickled objects in checkpoints."),
 ) -> None:
@@ -56,6 +61,7 @@ def export(
     from mmmos.export import sources
     from mmmos.export.pipeline import ExportCheckError, export_bundle
     from mmmos.export.tensorrt_build import BatchProfile
+    from mmmos.runtime.errors import BackendUnavailableError
 
     kinds = [
         k for k, on in (
@@ -81,10 +87,20 @@ def export(
         else:
             spec = sources.from_checkpoints(wavlm, muq, m2d, members, muq_sample_rate, trust_pickle)
         spec.frames = frames
+        if triton_repo is not None:
+            from mmmos.runtime.triton_repo import model_config_pb2
+
+            model_config_pb2()  # no tritonclient: say so before the (long) export, not after
         export_bundle(out_dir, spec, force=force, fp16=fp16, trt=trt, profile=profile)
+        if triton_repo is not None:
+            from mmmos.runtime.triton_repo import write_triton_repo
+
+            write_triton_repo(out_dir, triton_repo, precision=triton_precision,
+                              log=lambda m: typer.echo(m, err=True))
     except ExportCheckError as err:
         raise _fail(str(err), code=1) from err
-    except (FileNotFoundError, FileExistsError, NotADirectoryError, KeyError, ValueError, NotImplementedError) as err:
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, KeyError, ValueError, NotImplementedError,
+            BackendUnavailableError) as err:
         raise _fail(str(err).strip("'\"")) from err
 
 

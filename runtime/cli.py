@@ -105,6 +105,26 @@ def score(
         help="Score only shard I of N (I/N, 0-based; every N-th input) for SLURM arrays or one process per GPU."
     )] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")] = False,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Score on Ray Data (extra [ray]): --output is then a folder of part-*.jsonl files, and "
+        "rerunning the same command scores only the inputs without a row (resume after a crash or kill).",
+        rich_help_panel="Ray (corpus scoring)")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (default: $RAY_ADDRESS, else start a local instance).",
+        rich_help_panel="Ray (corpus scoring)")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Scoring actors (one Scorer each).",
+                                        rich_help_panel="Ray (corpus scoring)")] = 1,
+    gpus_per_actor: Annotated[float, typer.Option(min=0, help="GPUs per actor (0 on CPU-only clusters).",
+                                                  rich_help_panel="Ray (corpus scoring)")] = 0.0,
+    cpus_per_actor: Annotated[float, typer.Option(
+        min=0.01, help="CPUs per actor (actors' CPUs + 0.5 per decode task must fit the cluster).",
+        rich_help_panel="Ray (corpus scoring)")] = 1.0,
+    files_per_batch: Annotated[int, typer.Option(min=1, help="Files per Ray batch (decode task and actor call).",
+                                                 rich_help_panel="Ray (corpus scoring)")] = 8,
+    shard_rows: Annotated[int, typer.Option(min=1, help="Rows per part file.",
+                                            rich_help_panel="Ray (corpus scoring)")] = 10000,
+    ray_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of a local Ray instance (default: all).",
+                                                 rich_help_panel="Ray (corpus scoring)")] = None,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=lambda v: _version(v), help="Print the mmmos version and exit.")] = False,
 ) -> None:
@@ -115,6 +135,12 @@ def score(
         raise _usage("--resume needs --output FILE.")
     if resume and force:
         raise _usage("--resume and --force contradict each other; pick one.")
+    if ray:
+        _score_on_ray(inputs, output, fmt, resume=resume, force=force, shard=shard, opts=dict(
+            bundle=str(bundle) if bundle else None, backend=backend.value, precision=precision.value,
+            force_precision=force_precision, threads=threads or 1, batch_size=batch_size,
+            files_per_batch=files_per_batch, actors=actors, gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor, shard_rows=shard_rows, address=ray_address, num_cpus=ray_cpus))
     part = _parse_shard(shard) if shard else None
     name = (fmt.value if fmt else None) or format_for(output, sys.stdout.isatty())
     if resume and name == "table":
@@ -155,6 +181,30 @@ def score(
             stream.close()
     progress.close()
     raise typer.Exit(1 if progress.failed else 0)
+
+
+def _score_on_ray(inputs: list[str], output: str | None, fmt: Format | None, *, resume: bool, force: bool,
+                  shard: str | None, opts: dict[str, Any]) -> None:
+    """`--ray`: score on Ray Data into the folder --output (see runtime/ray_scoring.py); always exits."""
+    if not output:
+        raise _usage("--ray needs --output DIR (a folder for the part-*.jsonl files).")
+    if fmt not in (None, Format.jsonl):
+        raise _usage("--ray writes jsonl part files; drop --format or use --format jsonl.")
+    if shard:
+        raise _usage("--ray shards the work itself; drop --shard.")
+    if resume and force:
+        raise _usage("--resume and --force contradict each other; pick one.")
+    from .ray_scoring import RayOptions, score_corpus
+
+    try:
+        written, failed = score_corpus(inputs, output, RayOptions(**opts), force=force)
+    except MMMOSRuntimeError as exc:
+        raise _usage(str(exc)) from None
+    except KeyboardInterrupt:
+        _err("mmmos-score: interrupted; finished rows are written (rerun the same command to continue).")
+        raise typer.Exit(130) from None
+    _err(f"mmmos-score --ray: {written} rows written to {output}, {failed} failed.")
+    raise typer.Exit(1 if failed else 0)
 
 
 def main(argv: list[str] | None = None) -> None:
