@@ -10,6 +10,7 @@ import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -186,3 +187,28 @@ def load_wavlm(
         f"{path} has keys [{_few([str(k) for k in ckpt])}], neither unilm ('cfg', 'model') nor Audiobox "
         "('state_dict'); pass one of those checkpoints."
     )
+
+
+def unilm_cfg_dict(cfg: WavLMConfig) -> dict[str, Any]:
+    """The ``cfg`` dict of a unilm/Audiobox WavLM for ``cfg``: the inverse of ``WavLMConfig.from_unilm_cfg``.
+
+    Used to build the original code's model (parity tests) and to write checkpoints in the unilm format.
+    """
+    return {
+        "extractor_mode": cfg.extractor_mode,
+        "encoder_layers": cfg.num_layers,
+        "encoder_embed_dim": cfg.embed_dim,
+        "encoder_ffn_embed_dim": cfg.ffn_dim,
+        "encoder_attention_heads": cfg.num_heads,
+        "activation_fn": "gelu",
+        "layer_norm_first": cfg.layer_norm_first,
+        "conv_feature_layers": " + ".join(f"[({d},{k},{s})]" for d, k, s in cfg.conv_layers),
+        "conv_bias": cfg.conv_bias,
+        "conv_pos": cfg.conv_pos,
+        "conv_pos_groups": cfg.conv_pos_groups,
+        "relative_position_embedding": cfg.relative_position_embedding,
+        "num_buckets": cfg.num_buckets,
+        "max_distance": cfg.max_distance,
+        "gru_rel_pos": cfg.gru_rel_pos,
+        "normalize": cfg.normalize,
+    }

@@ -9,38 +9,16 @@ import pytest
 import torch
 
 from mmmos.models.wavlm import WavLM, WavLMConfig, parse_conv_layers
+from mmmos.models.wavlm_checkpoints import unilm_cfg_dict
 
 N = 160000
-
-
-def audiobox_cfg_dict(cfg: WavLMConfig) -> dict:
-    """The unilm/Audiobox config dict describing `cfg`."""
-    conv = " + ".join(f"[({d},{k},{s})]" for d, k, s in cfg.conv_layers)
-    return {
-        "extractor_mode": cfg.extractor_mode,
-        "encoder_layers": cfg.num_layers,
-        "encoder_embed_dim": cfg.embed_dim,
-        "encoder_ffn_embed_dim": cfg.ffn_dim,
-        "encoder_attention_heads": cfg.num_heads,
-        "activation_fn": "gelu",
-        "layer_norm_first": cfg.layer_norm_first,
-        "conv_feature_layers": conv,
-        "conv_bias": cfg.conv_bias,
-        "conv_pos": cfg.conv_pos,
-        "conv_pos_groups": cfg.conv_pos_groups,
-        "relative_position_embedding": cfg.relative_position_embedding,
-        "num_buckets": cfg.num_buckets,
-        "max_distance": cfg.max_distance,
-        "gru_rel_pos": cfg.gru_rel_pos,
-        "normalize": cfg.normalize,
-    }
 
 
 def audiobox_pair(cfg: WavLMConfig, seed: int = 0) -> tuple[torch.nn.Module, WavLM]:
     """The original Audiobox WavLM with random weights, and ours with the same weights (strict load)."""
     ab_wavlm = pytest.importorskip("audiobox_aesthetics.model.wavlm")
     torch.manual_seed(seed)
-    ref = ab_wavlm.WavLM(ab_wavlm.WavLMConfig(audiobox_cfg_dict(cfg))).eval()
+    ref = ab_wavlm.WavLM(ab_wavlm.WavLMConfig(unilm_cfg_dict(cfg))).eval()
     # Random LayerNorm/GroupNorm affines and biases (the original init leaves them at 1/0, which would hide bugs).
     with torch.no_grad():
         for name, p in ref.named_parameters():
@@ -194,7 +172,7 @@ def test_config_constructors() -> None:
     """from_unilm_cfg reads Audiobox's inlined Base+ config; the conv spec parser refuses code."""
     aes = pytest.importorskip("audiobox_aesthetics.model.aes")
     assert WavLMConfig.from_unilm_cfg(vars(aes.DEFAULT_AUDIO_CFG)) == WavLMConfig.full()
-    assert WavLMConfig.from_unilm_cfg(audiobox_cfg_dict(WavLMConfig.tiny())) == WavLMConfig.tiny()
+    assert WavLMConfig.from_unilm_cfg(unilm_cfg_dict(WavLMConfig.tiny())) == WavLMConfig.tiny()
     hf = {"conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2]}
     assert WavLMConfig.from_hf_config(hf) == WavLMConfig.full()
     with pytest.raises(ValueError, match="unsupported syntax"):

@@ -14,6 +14,7 @@ from mmmos.models.wavlm_checkpoints import (
     CheckpointFormatError,
     hf_to_unilm_state_dict,
     load_wavlm,
+    unilm_cfg_dict,
     wavlm_from_state_dict,
 )
 
@@ -22,27 +23,7 @@ N = 160000
 
 def unilm_cfg(cfg: WavLMConfig) -> dict:
     """The `cfg` dict a unilm checkpoint carries (plus pretraining keys our loader must ignore)."""
-    return {
-        "extractor_mode": cfg.extractor_mode,
-        "encoder_layers": cfg.num_layers,
-        "encoder_embed_dim": cfg.embed_dim,
-        "encoder_ffn_embed_dim": cfg.ffn_dim,
-        "encoder_attention_heads": cfg.num_heads,
-        "activation_fn": "gelu",
-        "layer_norm_first": cfg.layer_norm_first,
-        "conv_feature_layers": " + ".join(f"[({d},{k},{s})]" for d, k, s in cfg.conv_layers),
-        "conv_bias": cfg.conv_bias,
-        "conv_pos": cfg.conv_pos,
-        "conv_pos_groups": cfg.conv_pos_groups,
-        "relative_position_embedding": True,
-        "num_buckets": cfg.num_buckets,
-        "max_distance": cfg.max_distance,
-        "gru_rel_pos": True,
-        "normalize": False,
-        "dropout": 0.1,
-        "mask_prob": 0.8,
-        "encoder_layerdrop": 0.05,
-    }
+    return {**unilm_cfg_dict(cfg), "dropout": 0.1, "mask_prob": 0.8, "encoder_layerdrop": 0.05}
 
 
 def source_model(seed: int = 0) -> WavLM:
