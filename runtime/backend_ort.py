@@ -153,13 +153,6 @@ class OrtPipeline(Pipeline):
         outs = dict(zip(self.ensemble.output_names, io.copy_outputs_to_cpu(), strict=True))
         return feats, (outs["scores"], outs["mean"], outs["std"])
 
-    def run_ensemble(self, features: dict[str, np.ndarray]) -> EnsembleOut:
-        """The ensemble graph alone on host arrays."""
-        if self.ensemble is None:
-            raise NoEnsembleError(self.bundle)
-        out = self.ensemble.infer(features)
-        return out["scores"], out["mean"], out["std"]
-
     def close(self) -> None:
         """Release every session."""
         for r in self._runners():

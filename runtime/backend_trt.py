@@ -340,13 +340,6 @@ class TrtPipeline(Pipeline):
         scores = (outs["scores"], outs["mean"], outs["std"]) if want_scores else None
         return feats, scores
 
-    def run_ensemble(self, features: dict[str, np.ndarray]) -> EnsembleOut:
-        """The ensemble engine alone on host arrays."""
-        if self.ensemble is None:
-            raise NoEnsembleError(self.bundle)
-        out = self.ensemble.infer(features)
-        return out["scores"], out["mean"], out["std"]
-
     def close(self) -> None:
         """Free every engine and the stream."""
         for r in [*getattr(self, "encoders", {}).values(), getattr(self, "ensemble", None)]:

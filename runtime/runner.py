@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, NoEnsembleError
 
 BACKENDS = ("auto", "ort-cpu", "ort-cuda", "tensorrt")
 
@@ -104,9 +104,15 @@ class Pipeline(ABC):
             (encoder outputs by name on the host, filled only when `want_features`; ensemble outputs or None).
         """
 
-    @abstractmethod
+    ensemble: Runner | None = None
+    """The ensemble graph's runner (None for an encoders-only bundle); set by each backend."""
+
     def run_ensemble(self, features: dict[str, np.ndarray]) -> EnsembleOut:
         """Run the ensemble graph alone on host encoder outputs."""
+        if self.ensemble is None:
+            raise NoEnsembleError(self.bundle)
+        out = self.ensemble.infer(features)
+        return out["scores"], out["mean"], out["std"]
 
     @abstractmethod
     def close(self) -> None:
