@@ -33,12 +33,13 @@ from .errors import AudioError, BackendUnavailableError, InputError, OutputError
 from .inputs import InputItem, RowKey, expand
 from .outputs import JsonlWriter, done_keys
 from .scorer import Scorer
+from .settings import ScorerSettings
 
 PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
 
 
 @dataclass
-class RayOptions:
+class RayOptions(ScorerSettings):
     """What `mmmos-score --ray` needs besides the inputs and the output folder.
 
     Attributes:
@@ -59,12 +60,7 @@ class RayOptions:
         num_cpus: CPUs of a local instance (None: all); ignored when joining a cluster.
     """
 
-    bundle: str | None = None
-    backend: str = "auto"
-    precision: str = "fp32"
-    force_precision: bool = False
-    threads: int = 1
-    batch_size: int = 8
+    threads: int = 1  # per actor; several actors share the machine's cores
     files_per_batch: int = 8
     actors: int = 1
     gpus_per_actor: float = 0.0
@@ -248,15 +244,11 @@ class ActorScorer:
     """Ray actor: one `Scorer` per actor, fed decoded clips; returns each result as the runtime's JSONL row.
 
     Args:
-        bundle: bundle folder (resolved on the driver, so every actor loads the same one).
-        backend, precision, force_precision, threads, batch_size: as for `Scorer`.
+        settings: the Scorer's settings, with the bundle resolved on the driver so every actor loads the same one.
     """
 
-    def __init__(self, bundle: str, backend: str, precision: str, force_precision: bool, threads: int,
-                 batch_size: int) -> None:
-        self.scorer = PreparedScorer(bundle, backend=backend, precision=precision, threads=threads,
-                                      batch_size=batch_size, force_precision=force_precision, prefetch=0,
-                                      warn=lambda m: print(m, file=sys.stderr, flush=True))
+    def __init__(self, settings: ScorerSettings) -> None:
+        self.scorer = settings.build(PreparedScorer, prefetch=0, warn=lambda m: print(m, file=sys.stderr, flush=True))
         self.rates = list(dict.fromkeys(e.sample_rate for e in self.scorer.bundle.encoders))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -343,9 +335,7 @@ def score_corpus(inputs: list[str], out_dir: str | os.PathLike[str], opts: RayOp
                             batch_size=fpb, batch_format="numpy", num_cpus=opts.decode_cpus)
         ds = ds.map_batches(
             ActorScorer, batch_size=fpb, batch_format="numpy",
-            fn_constructor_kwargs={"bundle": str(bundle.root), "backend": opts.backend,
-                                   "precision": opts.precision, "force_precision": opts.force_precision,
-                                   "threads": opts.threads, "batch_size": opts.batch_size},
+            fn_constructor_kwargs={"settings": opts.scorer_settings(bundle=str(bundle.root))},
             compute=ray.data.ActorPoolStrategy(size=max(1, int(opts.actors))),
             num_cpus=opts.cpus_per_actor, **({"num_gpus": opts.gpus_per_actor} if opts.gpus_per_actor else {}),
         )

@@ -36,25 +36,20 @@ from .bundle import AXES
 from .errors import BackendUnavailableError, MMMOSRuntimeError
 from .inputs import InputItem
 from .results import ScoreResult
+from .settings import ScorerSettings
 
 MODEL_PCM = "mmmos"
 MODEL_FILE = "mmmos_file"
 
 
 @dataclass
-class ServeOptions:
-    """Server settings (see `mmmos-serve --help`)."""
+class ServeOptions(ScorerSettings):
+    """Server settings (see `mmmos-serve --help`); the Scorer's own settings come from `ScorerSettings`."""
 
-    bundle: str | None = None
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    backend: str = "auto"
-    precision: str = "fp32"
-    force_precision: bool = False
-    threads: int = 0
-    batch_size: int = 8
     max_batch_size: int = 16
     max_queue_delay_us: int = 2000
     instances: int = 1
@@ -154,10 +149,7 @@ class ServeScorer:
 
 
 def _make_scorer(opts: ServeOptions, warn: Callable[[str], None]) -> Any:
-    from .scorer import Scorer
-
-    scorer = Scorer(opts.bundle, backend=opts.backend, precision=opts.precision, threads=opts.threads,
-                    batch_size=opts.batch_size, force_precision=opts.force_precision, warn=warn, prefetch=0)
+    scorer = opts.build(warn=warn, prefetch=0)
     if not scorer.bundle.has_ensemble:
         from .errors import NoEnsembleError
 
