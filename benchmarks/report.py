@@ -279,6 +279,20 @@ def require_matplotlib() -> None:
         ) from exc
 
 
+def _finish(plt: Any, fig: Any, ax: Any, labels: tuple[str, str, str], legend: bool, path: Path) -> Path:
+    """Label, grid and save one plot (x label, y label, title), then free its figure."""
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2])
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plots(raw: dict[str, Any], out_dir: Path) -> list[Path]:
     """PNG plots: end-to-end latency vs audio length per backend; throughput vs batch per backend."""
     require_matplotlib()
@@ -294,17 +308,8 @@ def plots(raw: dict[str, Any], out_dir: Path) -> list[Path]:
         pts = sorted((float(k), v["score"]["median"]) for k, v in r.get("lengths", {}).items())
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=_label(r))
-    ax.set_xlabel("audio length (s)")
-    ax.set_ylabel("score() latency, median (s)")
-    ax.set_title("Latency vs audio length")
-    ax.grid(True, alpha=0.3)
-    if runs:
-        ax.legend()
-    p = out_dir / "latency_vs_length.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    written.append(p)
+    written.append(_finish(plt, fig, ax, ("audio length (s)", "score() latency, median (s)", "Latency vs audio length"),
+                           bool(runs), out_dir / "latency_vs_length.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in runs:
@@ -317,17 +322,9 @@ def plots(raw: dict[str, Any], out_dir: Path) -> list[Path]:
     batches = sorted({int(k) for r in runs for k in r["batches"]})
     if batches and batches[-1] >= 4 * batches[0]:
         ax.set_xscale("log", base=2)  # 1, 8, 32 spread evenly
-    ax.set_xlabel("windows per batch")
-    ax.set_ylabel("throughput (audio s / wall s)")
-    ax.set_title("Throughput vs batch (10 s windows)")
-    ax.grid(True, alpha=0.3)
-    if runs or t.get("eager"):
-        ax.legend()
-    p = out_dir / "throughput_vs_batch.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    written.append(p)
+    written.append(_finish(plt, fig, ax, ("windows per batch", "throughput (audio s / wall s)",
+                                          "Throughput vs batch (10 s windows)"),
+                           bool(runs or t.get("eager")), out_dir / "throughput_vs_batch.png"))
     return written
 
 
