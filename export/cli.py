@@ -88,12 +88,12 @@ def export(
             spec = sources.from_checkpoints(wavlm, muq, m2d, members, muq_sample_rate, trust_pickle)
         spec.frames = frames
         if triton_repo is not None:
-            from mmmos.runtime.triton_repo import model_config_pb2
+            from mmmos.runtime.serving.triton_repo import model_config_pb2
 
             model_config_pb2()  # no tritonclient: say so before the (long) export, not after
         export_bundle(out_dir, spec, force=force, fp16=fp16, trt=trt, profile=profile)
         if triton_repo is not None:
-            from mmmos.runtime.triton_repo import write_triton_repo
+            from mmmos.runtime.serving.triton_repo import write_triton_repo
 
             write_triton_repo(out_dir, triton_repo, precision=triton_precision,
                               log=lambda m: typer.echo(m, err=True))

@@ -185,7 +185,7 @@ def score(
 
 def _score_on_ray(inputs: list[str], output: str | None, fmt: Format | None, *, resume: bool, force: bool,
                   shard: str | None, opts: dict[str, Any]) -> None:
-    """`--ray`: score on Ray Data into the folder --output (see runtime/ray_scoring.py); always exits."""
+    """`--ray`: score on Ray Data into the folder --output (see runtime/serving/ray_scoring.py); always exits."""
     if not output:
         raise _usage("--ray needs --output DIR (a folder for the part-*.jsonl files).")
     if fmt not in (None, Format.jsonl):
@@ -194,7 +194,7 @@ def _score_on_ray(inputs: list[str], output: str | None, fmt: Format | None, *, 
         raise _usage("--ray shards the work itself; drop --shard.")
     if resume and force:
         raise _usage("--resume and --force contradict each other; pick one.")
-    from .ray_scoring import RayOptions, score_corpus
+    from .serving.ray_scoring import RayOptions, score_corpus
 
     try:
         written, failed = score_corpus(inputs, output, RayOptions(**opts), force=force)

@@ -20,8 +20,8 @@ ort = pytest.importorskip("onnxruntime")
 from mmmos import AXES  # noqa: E402
 from mmmos.export.cli import main  # noqa: E402
 from mmmos.runtime import Scorer  # noqa: E402
-from mmmos.runtime.triton_model import score_clip  # noqa: E402
-from mmmos.runtime.triton_repo import check_repo, parse_config  # noqa: E402
+from mmmos.runtime.serving.triton_model import score_clip  # noqa: E402
+from mmmos.runtime.serving.triton_repo import check_repo, parse_config  # noqa: E402
 
 MODELS = {"wavlm", "muq", "m2d", "mmmos_heads", "mmmos_windows", "mmmos"}
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bundle_factory import Params, make_bundle
+from ..bundle_factory import Params, make_bundle
 
 
 @pytest.fixture(scope="session")

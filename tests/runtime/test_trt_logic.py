@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from bundle_factory import Params
-from rt_helpers import tone
 
 from mmmos.runtime import AXES, Bundle, Scorer
 from mmmos.runtime import backend_trt as bt
+
+from ..audio_helpers import tone
+from ..bundle_factory import Params
 
 DEVICE: dict[int, np.ndarray] = {}  # fake device memory: pointer -> array
 _ptrs = itertools.count(1000)

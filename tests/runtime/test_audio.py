@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from rt_helpers import tone, write_zoo
 
 from mmmos.runtime.audio import decode, iter_windows, num_windows, prepare, to_mono
 from mmmos.runtime.errors import AudioError
+
+from ..audio_helpers import tone, write_zoo
 
 HAS_MP3 = "MP3" in sf.available_formats()
 

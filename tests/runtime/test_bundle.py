@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from bundle_factory import make_bundle
 
 from mmmos.runtime.bundle import Bundle, default_bundle_dir, resolve_bundle_dir
 from mmmos.runtime.errors import BundleError, BundleNotFoundError, PrecisionError
+
+from ..bundle_factory import make_bundle
 
 
 def _copy(bundle: tuple[Path, object], tmp_path: Path) -> Path:

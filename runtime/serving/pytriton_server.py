@@ -32,11 +32,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from .bundle import AXES
-from .errors import BackendUnavailableError, MMMOSRuntimeError
-from .inputs import InputItem
-from .results import ScoreResult
-from .settings import ScorerSettings
+from ..bundle import AXES
+from ..errors import BackendUnavailableError, MMMOSRuntimeError
+from ..inputs import InputItem
+from ..results import ScoreResult
+from ..settings import ScorerSettings
 
 MODEL_PCM = "mmmos"
 MODEL_FILE = "mmmos_file"
@@ -151,7 +151,7 @@ class ServeScorer:
 def _make_scorer(opts: ServeOptions, warn: Callable[[str], None]) -> Any:
     scorer = opts.build(warn=warn, prefetch=0)
     if not scorer.bundle.has_ensemble:
-        from .errors import NoEnsembleError
+        from ..errors import NoEnsembleError
 
         raise NoEnsembleError(scorer.bundle)
     return scorer

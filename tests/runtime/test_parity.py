@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rt_helpers import tone
 
 from mmmos.runtime import AXES, Scorer
+
+from ..audio_helpers import tone
 
 pytest.importorskip("torch", reason="the PyTorch reference needs the export extra (torch)")
 export_pipeline = pytest.importorskip("mmmos.export.pipeline", reason="mmmos.export is not importable")

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .bundle import Bundle
-from .errors import BackendUnavailableError
+from ..bundle import Bundle
+from ..errors import BackendUnavailableError
 
 _ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(int64)": "TYPE_INT64",
               "tensor(int32)": "TYPE_INT32", "tensor(bool)": "TYPE_BOOL", "tensor(double)": "TYPE_FP64"}
@@ -185,7 +185,7 @@ def write_triton_repo(bundle_dir: str | Path, repo_dir: str | Path, *, precision
     model_config_pb2()  # fail before writing anything when validation is impossible
     bundle = Bundle.load(bundle_dir, verify=True)
     if not bundle.has_ensemble:
-        from .errors import NoEnsembleError
+        from ..errors import NoEnsembleError
 
         raise NoEnsembleError(bundle)
     bundle.check_precision(precision, force=True)

@@ -1,4 +1,4 @@
-"""Audio helpers for the runtime tests (a unique module name: several test folders have a conftest.py)."""
+"""Audio helpers for the runtime tests: tones and a zoo of good and broken files."""
 
 from __future__ import annotations
 

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from bundle_factory import Params, reference, window_scores
-from rt_helpers import tone, write_zoo
 
 from mmmos.runtime import AXES, EncodedItem, Scorer, ScoreResult
+
+from ..audio_helpers import tone, write_zoo
+from ..bundle_factory import Params, reference, window_scores
 
 
 def _vec(r: ScoreResult) -> np.ndarray:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from bundle_factory import Params
-from rt_helpers import tone
+
+from ..audio_helpers import tone
+from ..bundle_factory import Params
 
 SHIM = r'''
 import importlib.abc, pkgutil, sys

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from bundle_factory import Params
-from rt_helpers import tone, write_zoo
 from typer.testing import CliRunner
 
 from mmmos.runtime.cli import app
+
+from ..audio_helpers import tone, write_zoo
+from ..bundle_factory import Params
 
 HAS_MP3 = "MP3" in sf.available_formats()
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from typer.testing import CliRunner
@@ -16,19 +14,7 @@ pytest.importorskip("matplotlib")
 
 from mmmos.benchmarks.cli import app, available_backends, parse_list
 
-
-def _load_factory() -> ModuleType:
-    """The runtime tests' numpy-built bundle factory, loaded by path under its own name (no sys.path games)."""
-    path = Path(__file__).resolve().parents[1] / "runtime" / "bundle_factory.py"
-    spec = importlib.util.spec_from_file_location("mmmos_bench_tests_bundle_factory", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-make_bundle = _load_factory().make_bundle
+from ..bundle_factory import make_bundle
 
 
 @pytest.fixture(autouse=True)

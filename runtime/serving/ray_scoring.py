@@ -28,12 +28,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from .audio import Prepared, decode, prepare
-from .errors import AudioError, BackendUnavailableError, InputError, OutputError
-from .inputs import InputItem, RowKey, expand
-from .outputs import JsonlWriter, done_keys
-from .scorer import Scorer
-from .settings import ScorerSettings
+from ..audio import Prepared, decode, prepare
+from ..errors import AudioError, BackendUnavailableError, InputError, OutputError
+from ..inputs import InputItem, RowKey, expand
+from ..outputs import JsonlWriter, done_keys
+from ..scorer import Scorer
+from ..settings import ScorerSettings
 
 PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
 
@@ -302,7 +302,7 @@ def score_corpus(inputs: list[str], out_dir: str | os.PathLike[str], opts: RayOp
         BundleNotFoundError, BundleError: the bundle cannot be used (checked on the driver first).
         OutputError: `out_dir` is a file.
     """
-    from .bundle import Bundle
+    from ..bundle import Bundle
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     ray = import_ray()

@@ -7,9 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from rt_helpers import write_zoo
-
 from mmmos.runtime.inputs import expand, row_key
+
+from ..audio_helpers import write_zoo
 
 
 def test_folder_walk_is_recursive_sorted_and_keeps_bad_entries(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 
 from mmmos.runtime.cli import main as score_main
 from mmmos.runtime.inputs import row_key
-from mmmos.runtime.ray_scoring import part_files, read_rows
+from mmmos.runtime.serving.ray_scoring import part_files, read_rows
 
 
 def _clips(folder: Path, n: int, seed: int, max_s: float = 25.0) -> list[Path]:

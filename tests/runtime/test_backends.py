@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_factory import Params
-from rt_helpers import tone
 
 from mmmos.runtime import Bundle, Scorer
 from mmmos.runtime.backend_ort import OrtRunner
 from mmmos.runtime.backend_trt import engine_key, foreign_engine_dirs, matching_engine_dirs
 from mmmos.runtime.runner import create_pipeline
+
+from ..audio_helpers import tone
+from ..bundle_factory import Params
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
