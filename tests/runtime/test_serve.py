@@ -60,7 +60,8 @@ def server(bundle: tuple[Path, object], tmp_path: Path):
     py = _serve_python()
     http_port, grpc_port, metrics_port = _free_ports(3)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
-    cmd = [py, "-m", "mmmos.runtime.serving.pytriton_server", "--bundle", str(bundle[0]), "--backend", "ort-cpu", "--threads", "1",
+    cmd = [py, "-m", "mmmos.runtime.serving.pytriton_server", "--bundle", str(bundle[0]), "--backend", "ort-cpu",
+           "--threads", "1",
            "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
            "--max-batch-size", "8", "--max-queue-delay-us", "20000"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
