@@ -96,6 +96,7 @@ def bench(
     """Benchmark a bundle; see the module docstring."""
     from mmmos.runtime.bundle import Bundle
     from mmmos.runtime.errors import MMMOSRuntimeError
+    from mmmos.runtime.names import PRECISIONS
 
     from . import report
     from .clips import write_clips, write_windows
@@ -123,7 +124,10 @@ def bench(
     clips = write_clips(out / "clips", sorted(set([*lens, 10.0])))
     windows = write_windows(b, clips[10.0], work / "windows.npz")
     want_b = available_backends() if backends == "all" else [x.strip() for x in backends.split(",") if x.strip()]
-    want_p = b.passed_precisions() if precisions == "passed" else [x.strip() for x in precisions.split(",")]
+    if precisions == "passed":
+        want_p = [k for k in b.passed_keys() if k in PRECISIONS]
+    else:
+        want_p = [x.strip() for x in precisions.split(",")]
     if flops:
         _say("counting graph FLOPs (one profiled run per graph when shapes are dynamic) ...")
         res = run_worker("flops", {"bundle": str(b.root), "measure": True}, work, "flops")

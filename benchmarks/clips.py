@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from mmmos.runtime.audio import decode, iter_windows, prepare
+from mmmos.runtime.audio import decode, prepare
 from mmmos.runtime.bundle import Bundle
+from mmmos.runtime.manifest import EncoderSpec
+from mmmos.runtime.windows import WINDOW_SECONDS, iter_windows
 
 CLIP_RATE = 44100
 AUDIOBOX_RATE = 16000
@@ -48,10 +50,9 @@ def write_windows(bundle: Bundle, clip: Path, out: Path) -> Path:
     """
     samples, sr = decode(clip)
     rates = [e.sample_rate for e in bundle.encoders]
-    enc = [(e.name, e.sample_rate, e.window_samples) for e in bundle.encoders]
-    prepared = prepare(samples, sr, [*rates, AUDIOBOX_RATE], bundle.window_seconds)
-    first = next(iter_windows(prepared, [*enc, ("audiobox", AUDIOBOX_RATE, int(AUDIOBOX_RATE * 10))],
-                              bundle.window_seconds))
+    audiobox = EncoderSpec("audiobox", AUDIOBOX_RATE, int(AUDIOBOX_RATE * WINDOW_SECONDS))
+    prepared = prepare(samples, sr, [*rates, AUDIOBOX_RATE])
+    first = next(iter_windows(prepared, [*bundle.encoders, audiobox]))
     arrays: dict[str, np.ndarray] = {}
     for name, wav in first.wavs.items():
         wav_key, len_key = ("audiobox_wav", "audiobox_len") if name == "audiobox" else (f"wav_{name}", f"len_{name}")

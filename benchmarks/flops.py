@@ -265,18 +265,15 @@ def runtime_shapes(path: Path, pinned: onnx.ModelProto, nodes: set[str]) -> dict
     Optimisations are disabled so that profiled node names are the graph's own (no fusions).
     Returns an empty dict when onnxruntime is missing.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return {}
+    from mmmos.runtime.errors import BackendUnavailableError
+    from mmmos.runtime.ort_session import make_session
+
     by_name = {n.name: n for n in pinned.graph.node if n.name in nodes}
     with tempfile.TemporaryDirectory(prefix="mmmos-flops-") as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "prof")
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        try:
+            sess = make_session(path, profile_prefix=str(Path(tmp) / "prof"), optimization="ORT_DISABLE_ALL")
+        except BackendUnavailableError:  # onnxruntime missing: no profiled shapes
+            return {}
         sess.run(None, _example_feeds(pinned))
         events = json.loads(Path(sess.end_profiling()).read_text())
     shapes: dict[str, tuple[int, ...]] = {}

@@ -68,15 +68,12 @@ def ort_gflops(m: int, k: int, n: int, precision: str = "fp32", threads: int = 0
     Raises:
         RuntimeError: onnxruntime has no CPU kernel for that precision (e.g. fp16 MatMul on some x86 builds).
     """
-    import onnxruntime as ort
+    from mmmos.runtime.errors import BackendUnavailableError
+    from mmmos.runtime.ort_session import make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(_matmul_model(k, n, precision).SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own NotImplemented/Fail types
+        sess = make_session(_matmul_model(k, n, precision).SerializeToString(), threads=threads)
+    except BackendUnavailableError as exc:
         raise RuntimeError(f"onnxruntime cannot run a {precision} MatMul here: {exc}") from None
     rng = np.random.default_rng(1)
     if precision == "int8":

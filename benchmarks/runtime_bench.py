@@ -107,7 +107,7 @@ def bench_lengths(scorer: Scorer, clips: dict[float, Path], repeats: int) -> dic
 
         def dec(p: Path = path) -> None:
             samples, sr = decode(p)
-            prepare(samples, sr, rates, scorer.bundle.window_seconds)
+            prepare(samples, sr, rates)
 
         d = time_call(dec, warmup=1, repeats=max(3, repeats))
         out[f"{sec:g}"] = {"seconds": sec, "score": e2e.to_dict(), "decode_resample": d.to_dict(),

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mmmos.runtime.bundle import Bundle
+from mmmos.runtime.ort_session import make_session
+
 from . import int8_ort, runner
 
 
@@ -37,7 +40,7 @@ def time_graphs(graphs: dict[str, dict[str, tuple[Path, int]]], batch: int = 1, 
     graphs once), so load from other processes biases every precision alike; CPU time (all ORT threads,
     spinning off) is the steadier number on a shared machine, wall time the one a user waits for.
     """
-    sessions = {p: {e: (runner.make_session(path, threads), n) for e, (path, n) in row.items()}
+    sessions = {p: {e: (make_session(path, threads=threads), n) for e, (path, n) in row.items()}
                 for p, row in graphs.items()}
     feeds = {p: {e: _feed(sess, n, batch) for e, (sess, n) in row.items()} for p, row in sessions.items()}
     wall: dict[str, dict[str, list[float]]] = {p: {e: [] for e in row} for p, row in sessions.items()}
@@ -67,25 +70,24 @@ def bench_bundle(bundle: str | Path, batch: int = 1, repeats: int = 5, warmup: i
     the fly (static calibrated on 4 random windows: fine for timing, not for accuracy).
     """
     bundle = Path(bundle)
-    manifest = runner.load_manifest(bundle)
+    loaded = Bundle.load(bundle, verify=False)
     graphs: dict[str, dict[str, tuple[Path, int]]] = {}
-    for p in runner.bundle_precisions(manifest):
-        graphs[p] = {e["name"]: (bundle / e["graphs"][p], int(e["window_samples"]))
-                     for e in manifest["encoders"] if p in e["graphs"]}
+    for p in runner.graph_keys_present(loaded):
+        graphs[p] = {e.name: (bundle / e.graphs[p], e.window_samples) for e in loaded.encoders if p in e.graphs}
     with tempfile.TemporaryDirectory(prefix="mmmos-bench-") as tmp:
         if compare_modes:
             rng = np.random.default_rng(1)
             for variant in ("static", "dynamic", "static+conv"):
                 mode = variant.split("+")[0]
                 graphs[f"int8-{variant}"] = {}
-                for enc in manifest["encoders"]:
-                    n = int(enc["window_samples"])
+                for enc in loaded.encoders:
+                    n = enc.window_samples
                     feeds = [{"wav": (0.1 * rng.standard_normal((1, n))).astype(np.float32),
                               "lengths": np.array([n], np.int64)} for _ in range(4)]
-                    dst = Path(tmp) / f"{enc['name']}.{variant}.onnx"
-                    int8_ort.quantize_encoder(bundle / enc["graphs"]["fp32"], dst, int8_ort.WindowReader(feeds),
+                    dst = Path(tmp) / f"{enc.name}.{variant}.onnx"
+                    int8_ort.quantize_encoder(bundle / enc.graphs["fp32"], dst, int8_ort.WindowReader(feeds),
                                               mode=mode, include_conv=variant.endswith("+conv"))
-                    graphs[f"int8-{variant}"][enc["name"]] = (dst, n)
+                    graphs[f"int8-{variant}"][enc.name] = (dst, n)
         return time_graphs(graphs, batch, repeats, warmup, threads)
 
 

@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmmos.runtime.bundle import Bundle
+from mmmos.runtime.manifest import graph_files, read_manifest
+
 from . import bundle_io, data, int8_ort, reports, runner, stats
 
 INT8 = "int8"
@@ -71,7 +74,7 @@ def make_int8_graphs(
     for enc in manifest["encoders"]:
         name = enc["name"]
         src = bundle / enc["graphs"]["fp32"]
-        feeds = list(data.iter_windows(clips, name, opts.calib_windows))
+        feeds = list(data.calibration_feeds(clips, name, opts.calib_windows))
         t0 = time.perf_counter()
         res = int8_ort.quantize_encoder(
             src, bundle / f"{name}.int8.onnx", int8_ort.WindowReader(feeds), mode="static",
@@ -79,7 +82,7 @@ def make_int8_graphs(
             exclude_patterns=opts.exclude_patterns, include_conv=opts.include_conv,
         )
         enc["graphs"][INT8] = res.output.name
-        written += bundle_io.graph_files(bundle, res.output.name)
+        written += graph_files(bundle, res.output.name)
         encoders[name] = {INT8: {**res.to_dict(), "seconds": round(time.perf_counter() - t0, 2)}}
         log(f"int8: {name}: {len(res.quantized)} nodes quantized (static QDQ), "
             f"{len(res.kept_frontend)} front-end kept fp32 -> {res.output.name}")
@@ -89,7 +92,7 @@ def make_int8_graphs(
             trt = write_trt_qdq(src, bundle / f"{name}.int8-trt.onnx", feeds, method=opts.int8_method,
                                 exclude_patterns=opts.exclude_patterns, include_conv=opts.include_conv)
             enc["graphs"][INT8_TRT] = trt.output.name
-            written += bundle_io.graph_files(bundle, trt.output.name)
+            written += graph_files(bundle, trt.output.name)
             table = write_calibration_cache(src, feeds, bundle / "trt_calibration" / name)
             rel = [str(p.relative_to(bundle)) for p in sorted(table.parent.iterdir()) if p.is_file()]
             written += rel
@@ -109,8 +112,8 @@ def calibrate_bundle(
     """
     opts = opts or CalibrationOptions()
     bundle = Path(bundle)
-    manifest = runner.load_manifest(bundle)
-    specs = runner.encoder_specs(manifest)
+    manifest = read_manifest(bundle)
+    specs = Bundle.from_manifest(bundle, manifest).encoders
     files = data.list_audio(data_path, opts.max_files)
     log(f"decoding {len(files)} files from {data_path}")
     clips, errors = data.load_clips(files, specs)
@@ -129,12 +132,13 @@ def calibrate_bundle(
         block["int8"], written = make_int8_graphs(bundle, manifest, calib_clips, opts, log)
         block["calibration_data"] = str(opts.calib_data or data_path)
 
-    precisions = runner.bundle_precisions(manifest)
+    loaded = Bundle.from_manifest(bundle, manifest)  # with the graphs just written
+    precisions = runner.graph_keys_present(loaded)
     results: dict[str, runner.PrecisionScores] = {}
     block["score_seconds"] = {}  # wall time to score DATA per precision (sessions included): a rough speed hint
     for p in precisions:
         t0 = time.perf_counter()
-        results[p] = runner.BundleRunner(bundle, p, manifest, opts.threads).score(clips)
+        results[p] = runner.score_clips(loaded, p, clips, opts.threads)
         block["score_seconds"][p] = round(time.perf_counter() - t0, 2)
         log(f"scored {len(clips)} files at {p} in {block['score_seconds'][p]:.1f} s")
     reference = results[runner.BASE_PRECISION].mean

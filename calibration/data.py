@@ -1,39 +1,29 @@
-"""Calibration audio: find files in a folder or manifest, decode, resample, and cut them into windows.
+"""Calibration audio: find files in a folder or manifest, then decode and window them with the runtime's code.
 
-The windows follow docs/contracts.md ("Windows"): 10 s per encoder at its own rate, hop 10 s, the last one
-zero-padded, ``length = clip(L_e - k*W_e, 1, W_e)``, window weight = valid seconds / 10. Calibration keeps
-its own small copy of this rule (numpy + soundfile + soxr only) so it can run before, and independently of,
-the runtime; the numbers it compares are fp32-vs-other-precision on the *same* windows, so any small
-difference from the runtime's decoding does not enter a report.
+Decoding, resampling and the window rule are the runtime's own (`mmmos.runtime.audio`, `mmmos.runtime.windows`),
+so calibration measures exactly the windows `mmmos-score` computes.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
-"""File name endings taken from a DATA folder (what libsndfile decodes)."""
+from mmmos.runtime.audio import AUDIO_EXTENSIONS, decode, prepare
+from mmmos.runtime.errors import AudioError
+from mmmos.runtime.inputs import walk_folder
+from mmmos.runtime.manifest import EncoderSpec
+from mmmos.runtime.windows import iter_windows
 
 PATH_KEYS: tuple[str, ...] = ("path", "data_path", "file", "filepath", "audio", "wav")
 """Keys a TSV/JSON manifest may name the audio file with (Audiobox uses ``path``, MMMOS CSVs ``data_path``)."""
 
 MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".jsonl", ".json", ".txt", ".lst")
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What calibration needs to know of one encoder graph: its name, input rate and fixed window length."""
-
-    name: str
-    sample_rate: int
-    window_samples: int
 
 
 @dataclass
@@ -95,7 +85,7 @@ def list_audio(data: str | Path, max_files: int | None = None) -> list[Path]:
     if not data.exists():
         raise FileNotFoundError(f"calibration data {data} does not exist; pass a folder of audio or a manifest file.")
     if data.is_dir():
-        files = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        files = [Path(p) for p in walk_folder(str(data))]
     elif data.suffix.lower() in (".csv", ".jsonl"):
         # the same reader as training, so a training manifest works here unchanged (aliases, /your_path/)
         from mmmos.training.manifests import load_manifest
@@ -112,46 +102,18 @@ def list_audio(data: str | Path, max_files: int | None = None) -> list[Path]:
     return files[:max_files] if max_files else files
 
 
-def decode(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to mono float32 (channel mean) and its sample rate; rejects empty or non-finite audio."""
-    import soundfile as sf
-
-    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1).astype(np.float32)
-    if mono.size == 0:
-        raise ValueError(f"{path} holds no samples.")
-    if not np.isfinite(mono).all():
-        raise ValueError(f"{path} holds NaN or infinite samples.")
-    return mono, int(sr)
-
-
-def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    """Resample mono float32 audio with soxr (identity when the rates match)."""
-    if sr == target:
-        return x
-    import soxr
-
-    return soxr.resample(x, sr, target, quality="HQ").astype(np.float32)
-
-
 def cut_windows(audio: np.ndarray, sr: int, path: str, encoders: Sequence[EncoderSpec]) -> ClipWindows:
-    """Cut one mono clip into each encoder's windows, by the contracts' window rule."""
-    duration = audio.shape[0] / sr
-    n = max(1, math.ceil(duration / 10.0 - 1e-9))
-    clip = ClipWindows(path=path, duration_s=duration)
+    """Cut one mono clip into each encoder's windows with the runtime's window rule.
+
+    Raises:
+        AudioError: the clip is empty, non-finite or has a bad rate.
+    """
+    windows = list(iter_windows(prepare(audio, sr, [e.sample_rate for e in encoders]), encoders))
+    clip = ClipWindows(path=path, duration_s=audio.shape[0] / sr)
     for enc in encoders:
-        x = resample(audio, sr, enc.sample_rate)
-        W = enc.window_samples
-        wav = np.zeros((n, W), np.float32)
-        lengths = np.zeros(n, np.int64)
-        for k in range(n):
-            seg = x[k * W : (k + 1) * W]
-            wav[k, : seg.shape[0]] = seg
-            lengths[k] = min(max(x.shape[0] - k * W, 1), W)
-        clip.wav[enc.name] = wav
-        clip.lengths[enc.name] = lengths
-    valid = np.clip(duration - 10.0 * np.arange(n), 0.0, 10.0)
-    clip.weights = np.maximum(valid / 10.0, 1e-6).astype(np.float32)
+        clip.wav[enc.name] = np.stack([w.wavs[enc.name] for w in windows])
+        clip.lengths[enc.name] = np.asarray([w.lengths[enc.name] for w in windows], np.int64)
+    clip.weights = np.asarray([w.weight for w in windows], np.float32)
     return clip
 
 
@@ -164,16 +126,15 @@ def load_clips(
     for f in files:
         try:
             audio, sr = decode(f)
-        except Exception as exc:  # one bad file must not stop calibration: it is reported instead
-            errors.append({"path": str(f), "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
-            continue
-        clips.append(cut_windows(audio, sr, str(f), encoders))
+            clips.append(cut_windows(audio, sr, str(f), encoders))
+        except AudioError as exc:  # one bad file must not stop calibration: it is reported instead
+            errors.append({"path": str(f), "error": str(exc)})
     if not clips:
         raise ValueError(f"none of the {len(files)} calibration files could be decoded; first error: {errors[0]}")
     return clips, errors
 
 
-def iter_windows(clips: Sequence[ClipWindows], name: str, max_windows: int | None = None) -> Iterator[dict]:
+def calibration_feeds(clips: Sequence[ClipWindows], name: str, max_windows: int | None = None) -> Iterator[dict]:
     """One ``{"wav": [1, N], "lengths": [1]}`` feed per window of encoder ``name``, across clips in order.
 
     Used by the INT8 calibration readers; at most ``max_windows`` windows (all when None).

@@ -12,13 +12,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from mmmos.export.probes import DEFAULT_PROBES, Probe, probe_batch
+from mmmos.runtime.ort_session import make_session
 
 FP32_TOLERANCE = 1e-3
 FP16_TOLERANCE = 0.1
@@ -60,16 +60,6 @@ def run_torch(
     return outputs, tuple(s.numpy() for s in scores)
 
 
-def _session(path: Path) -> Any:  # an onnxruntime.InferenceSession (imported lazily)
-    """An ORT CPU session with thread spinning off (several sessions share two cores here)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def run_onnx(
     graphs: GraphSet, inputs: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...] | None]:
@@ -77,13 +67,13 @@ def run_onnx(
     outputs: dict[str, np.ndarray] = {}
     for name, path in graphs.encoders.items():
         wav, lengths = inputs[name]
-        sess = _session(path)
+        sess = make_session(path)
         names = [o.name for o in sess.get_outputs()]
         for out_name, value in zip(names, sess.run(None, {"wav": wav, "lengths": lengths}), strict=True):
             outputs[out_name] = value
     if graphs.ensemble is None:
         return outputs, None
-    sess = _session(graphs.ensemble)
+    sess = make_session(graphs.ensemble)
     feed = {i.name: outputs[i.name] for i in sess.get_inputs()}
     return outputs, tuple(sess.run(None, feed))
 

@@ -29,6 +29,14 @@ from mmmos.export.tensorrt_build import BatchProfile, build_engines
 from mmmos.models.ensemble import Ensemble, FlatEnsemble
 from mmmos.models.fusion import PooledEncoder
 from mmmos.models.members import Member
+from mmmos.runtime.manifest import (
+    FORMAT_VERSION,
+    REPORT_NAME,
+    EncoderSpec,
+    verify_files,
+    write_json,
+    write_manifest,
+)
 
 Log = Callable[[str], None]
 
@@ -121,7 +129,7 @@ def _reuse_encoders(out: Path, spec: ExportSpec, log: Log) -> list[dict[str, Any
                              "them; re-export the encoders with such members.")
         names = [g for g in entry["graphs"].values()]
         names += [n + ".data" for n in names if (Path(src) / (n + ".data")).is_file()]
-        bw.verify_files(src, manifest, names)
+        verify_files(src, manifest, names)
         for n in names:
             log(f"copying {n} from {src} ...")
             shutil.copy2(Path(src) / n, out / n)
@@ -183,7 +191,7 @@ def export_bundle(
     """
     start = time.perf_counter()
     out = bw.prepare_out_dir(out_dir, force)
-    report: dict[str, Any] = {"format_version": bw.FORMAT_VERSION}
+    report: dict[str, Any] = {"format_version": FORMAT_VERSION}
     if spec.reuse is not None:
         encoders = _reuse_encoders(out, spec, log)
         fp16 = fp16 and all("fp16" in e["graphs"] for e in encoders)
@@ -233,7 +241,7 @@ def export_bundle(
         failed.append(f"fp32 parity max abs {fp32_par['max_abs']:.3g} > {fp32_par['tolerance']}")
     if failed:
         report["status"] = "failed"
-        bw.write_json(out / bw.REPORT, report)
+        write_json(out / REPORT_NAME, report)
         raise ExportCheckError("export checks failed (see report.json): " + " | ".join(failed))
 
     if trt is not False and fp16:
@@ -245,10 +253,10 @@ def export_bundle(
         report["tensorrt"] = {"status": "skipped", "reason": "--no-trt" if trt is False else "no fp16 graphs"}
     report["status"] = "passed"
     report.setdefault("timings_s", {})["total"] = round(time.perf_counter() - start, 2)
-    bw.write_json(out / bw.REPORT, report)
-    manifest = bw.write_manifest(
-        out, encoders=encoders, ensemble=ensemble_entry, members=_member_entries(spec), precisions=precisions,
-        provenance_block=spec.provenance, untrained=spec.untrained,
+    write_json(out / REPORT_NAME, report)
+    manifest = write_manifest(
+        out, encoders=[EncoderSpec.from_dict(e) for e in encoders], ensemble=ensemble_entry,
+        members=_member_entries(spec), precisions=precisions, provenance=spec.provenance, untrained=spec.untrained,
     )
     summary = f"fp32 parity max abs {fp32_par['max_abs']:.2e}"
     if fp16:

@@ -10,11 +10,11 @@ from pathlib import Path
 from torch import nn
 
 from mmmos.export.audiobox import load_audiobox
-from mmmos.export.bundle_writer import provenance, read_manifest
 from mmmos.export.members_dir import check_identity, load_members
 from mmmos.export.pipeline import ExportSpec, ReusedEncoders
 from mmmos.models.ensemble import random_members
 from mmmos.models.presets import ENCODER_ORDER, build_encoders, encoder_dims, get_preset
+from mmmos.runtime.manifest import provenance, read_manifest
 
 
 def from_random_init(preset: str, seed: int = 0, num_members: int = 8) -> ExportSpec:

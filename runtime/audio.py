@@ -1,16 +1,9 @@
-"""Audio decode, validation, resampling and the 10 s window rule (numpy + soundfile + soxr only).
-
-The window rule is the one in docs/contracts.md ("Windows"): `max(1, ceil(duration / window))`
-windows, window `k` of encoder `e` covers samples `[k*W_e, (k+1)*W_e)` of the clip resampled to that
-encoder's rate, zero-padded, with `length = clip(L_e - k*W_e, 1, W_e)`, and weight = valid seconds / window.
-"""
+"""Audio decode, validation and resampling (numpy + soundfile + soxr only); windows are cut in `windows.py`."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +12,7 @@ import soundfile as sf
 import soxr
 
 from .errors import AudioError
+from .windows import num_windows
 
 # What a folder walk picks up: every container libsndfile (>= 1.1) decodes.
 AUDIO_EXTENSIONS = frozenset(
@@ -29,23 +23,6 @@ AUDIO_EXTENSIONS = frozenset(
 # libsndfile reports a WAV whose data chunk was cut short in `extra_info`, then silently reads what is
 # there; a half-written file must be an error row, not a score of half the audio.
 _TRUNCATED_RE = re.compile(r"^\s*data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One window of one clip, for every encoder.
-
-    Attributes:
-        index: window number k within the clip.
-        weight: valid seconds / window seconds, the weight of this window in the file average.
-        wavs: encoder name -> float32 [window_samples_e], zero-padded.
-        lengths: encoder name -> number of valid samples (1..window_samples_e).
-    """
-
-    index: int
-    weight: float
-    wavs: dict[str, np.ndarray]
-    lengths: dict[str, int]
 
 
 def _one_line(text: str) -> str:
@@ -183,12 +160,6 @@ def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(soxr.resample(samples, int(sr_in), int(sr_out), quality="HQ"), np.float32)
 
 
-def num_windows(n_samples: int, sample_rate: int, window_seconds: float) -> int:
-    """Number of windows of a clip: `max(1, ceil(duration / window_seconds))`."""
-    # Integer maths where possible so that exactly 10 s is one window, not two.
-    return max(1, math.ceil(n_samples / (window_seconds * sample_rate) - 1e-12))
-
-
 @dataclass(frozen=True)
 class Prepared:
     """A decoded clip resampled once per distinct encoder rate, ready to be cut into windows.
@@ -204,7 +175,7 @@ class Prepared:
     per_rate: dict[int, np.ndarray]
 
 
-def prepare(samples: np.ndarray, sample_rate: int, rates: list[int], window_seconds: float) -> Prepared:
+def prepare(samples: np.ndarray, sample_rate: int, rates: list[int]) -> Prepared:
     """Validate a mono clip and resample it to every rate in `rates` (soxr HQ, once per rate).
 
     Raises:
@@ -214,33 +185,7 @@ def prepare(samples: np.ndarray, sample_rate: int, rates: list[int], window_seco
     per_rate = {r: resample(samples, sample_rate, r) for r in dict.fromkeys(rates)}
     return Prepared(
         duration_s=samples.size / sample_rate,
-        n_windows=num_windows(samples.size, sample_rate, window_seconds),
+        n_windows=num_windows(samples.size, sample_rate),
         per_rate=per_rate,
     )
 
-
-def iter_windows(
-    clip: Prepared, encoders: list[tuple[str, int, int]], window_seconds: float
-) -> Iterator[Window]:
-    """Yield the windows of one prepared clip, for every encoder.
-
-    Each window is a fresh zero-padded array, so the caller may keep it after the clip is gone.
-
-    Args:
-        clip: the output of `prepare`.
-        encoders: (name, sample_rate, window_samples) per encoder.
-        window_seconds: window length (= hop) in seconds.
-    """
-    for k in range(clip.n_windows):
-        valid = min(max(clip.duration_s - k * window_seconds, 0.0), window_seconds)
-        wavs: dict[str, np.ndarray] = {}
-        lengths: dict[str, int] = {}
-        for name, rate, W in encoders:
-            x = clip.per_rate[rate]
-            chunk = x[k * W : (k + 1) * W]
-            buf = np.zeros(W, dtype=np.float32)
-            buf[: chunk.size] = chunk
-            wavs[name] = buf
-            # An empty tail still counts one sample, so no pooling divides by zero.
-            lengths[name] = int(min(max(x.size - k * W, 1), W))
-        yield Window(index=k, weight=valid / window_seconds, wavs=wavs, lengths=lengths)

@@ -12,19 +12,10 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BackendUnavailableError, NoEnsembleError
+from .errors import NoEnsembleError
+from .names import GraphKey
+from .ort_session import Device, io_names, make_session
 from .runner import EncoderBatch, EnsembleOut, Pipeline, Runner
-
-
-def import_ort() -> Any:
-    """Import onnxruntime or raise an error naming the extra to install."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BackendUnavailableError(
-            "onnxruntime is not installed; install mmmos[cpu] (or mmmos[gpu] for CUDA, not both)."
-        ) from None
-    return ort
 
 
 class OrtRunner(Runner):
@@ -36,7 +27,7 @@ class OrtRunner(Runner):
         threads: intra-op threads (0 = ORT's default, the physical cores).
     """
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, path: Path, device: Device = "cpu", threads: int = 0) -> None:
         super().__init__(Path(path).name)
         self.path = Path(path)
         self.device = device
@@ -46,32 +37,9 @@ class OrtRunner(Runner):
         self.output_names: list[str] = []
 
     def activate_impl(self) -> None:
-        """Create the session (spinning off: several sessions share the cores in one process)."""
-        ort = import_ort()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        so.log_severity_level = 3
-        if self.device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailableError(
-                    "onnxruntime has no CUDA provider; install mmmos[gpu] instead of mmmos[cpu]."
-                )
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise BackendUnavailableError(f"onnxruntime cannot load {self.path.name}: {exc}") from None
-        # onnxruntime-gpu without CUDA libraries logs an error and silently runs on CPU: refuse that.
-        if self.device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
-            self.session = None
-            raise BackendUnavailableError("the CUDA provider failed to load (CUDA/cuDNN libraries or GPU missing)")
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        """Create the session (the runtime's one session factory)."""
+        self.session = make_session(self.path, self.device, self.threads)
+        self.input_names, self.output_names = io_names(self.session)
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on host arrays (only the inputs the graph declares are passed)."""
@@ -90,15 +58,15 @@ class OrtPipeline(Pipeline):
     session as OrtValues, so they never visit the host unless `want_features` asks for them.
     """
 
-    def __init__(self, bundle: Bundle, precision: str, device: str = "cpu", threads: int = 0) -> None:
-        super().__init__(bundle, precision)
+    def __init__(self, bundle: Bundle, graphs: GraphKey, device: Device = "cpu", threads: int = 0) -> None:
+        super().__init__(bundle, graphs)
         self.device = device
         self.name = f"ort-{device}"
         # Where IO binding keeps encoder outputs; tests bind to "cpu" to exercise the same code on CPU.
         self.io_device = device
-        self.encoders = {e.name: OrtRunner(bundle.encoder_graph(e, precision), device, threads)
+        self.encoders = {e.name: OrtRunner(bundle.encoder_graph(e, graphs), device, threads)
                          for e in bundle.encoders}
-        self.ensemble = OrtRunner(bundle.ensemble_graph(precision), device, threads) if bundle.has_ensemble else None
+        self.ensemble = OrtRunner(bundle.ensemble_graph(graphs), device, threads) if bundle.has_ensemble else None
         try:
             for r in self._runners():
                 r.activate()

@@ -22,6 +22,7 @@ import numpy as np
 
 from .bundle import Bundle, cache_dir
 from .errors import BackendUnavailableError, NoEnsembleError
+from .names import GraphKey
 from .runner import EncoderBatch, EnsembleOut, Pipeline, Runner
 
 
@@ -32,7 +33,8 @@ def import_trt() -> tuple[Any, Any]:
         from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"{exc.name or 'tensorrt'} is not installed; install mmmos[trt] (tensorrt + cuda-bindings)"
+            f"{exc.name or 'tensorrt'} is not installed; install mmmos[trt-cu12] or mmmos[trt-cu13] (TensorRT and "
+            "cuda-bindings of the CUDA major your NVIDIA driver supports)"
         ) from None
     return trt, cudart
 
@@ -265,9 +267,9 @@ class TrtPipeline(Pipeline):
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, precision: str, batch_size: int = 8,
+    def __init__(self, bundle: Bundle, graphs: GraphKey, batch_size: int = 8,
                  log: Callable[[str], None] | None = None) -> None:
-        super().__init__(bundle, precision)
+        super().__init__(bundle, graphs)
         self.trt, self.cudart = import_trt()
         self.log = log or (lambda _m: None)
         self.cc = compute_capability(self.cudart)
@@ -283,9 +285,9 @@ class TrtPipeline(Pipeline):
         self.ensemble: TrtRunner | None = None
         try:
             for e in bundle.encoders:
-                self.encoders[e.name] = self._runner(bundle.encoder_graph(e, precision))
+                self.encoders[e.name] = self._runner(bundle.encoder_graph(e, graphs))
             if bundle.has_ensemble:
-                self.ensemble = self._runner(bundle.ensemble_graph(precision))
+                self.ensemble = self._runner(bundle.ensemble_graph(graphs))
         except BaseException:
             self.close()
             raise

@@ -6,7 +6,6 @@ sentence says what to do (re-export, rebuild engines, pick another precision).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -17,9 +16,10 @@ from typing import Any
 from mmmos import AXES
 
 from .errors import BundleError, BundleNotFoundError, PrecisionError
+from .manifest import ENGINES_DIR, MANIFEST_NAME, EncoderSpec, manifest_sha256, read_manifest, sha256_file
+from .names import GRAPH_KEYS, Backend, GraphKey, Precision, PrecisionChoice, auto_precision, graph_key
+from .windows import WINDOW_SECONDS
 
-FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 MAKE_ONE = (
     "make one with `mmmos-export DIR --random-init --preset tiny` (random weights: scores mean nothing) "
     "or `mmmos-export DIR --audiobox CHECKPOINT.pt`, then pass `--bundle DIR` or set $MMMOS_BUNDLE"
@@ -57,18 +57,9 @@ def resolve_bundle_dir(bundle: str | os.PathLike[str] | None) -> Path:
         root, how = Path(os.environ["MMMOS_BUNDLE"]), "$MMMOS_BUNDLE"
     else:
         root, how = default_bundle_dir(), "the default location"
-    if not (root / "manifest.json").is_file():
+    if not (root / MANIFEST_NAME).is_file():
         raise BundleNotFoundError(f"no mmmos bundle at {root} (from {how}): {MAKE_ONE}.")
     return root
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks (bundles hold GB-sized graphs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _VerifyCache:
@@ -110,19 +101,6 @@ class _VerifyCache:
             pass  # a read-only cache only costs re-hashing next time
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """One encoder graph of a bundle (a manifest `encoders[]` entry)."""
-
-    name: str
-    sample_rate: int
-    window_samples: int
-    graphs: dict[str, str]
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    frames: bool = False
-
-
 @dataclass
 class Bundle:
     """A loaded bundle folder: the parsed manifest plus paths to its graphs.
@@ -160,41 +138,48 @@ class Bundle:
         """Number of ensemble members."""
         return len(self.members)
 
+    @property
+    def sha256(self) -> str:
+        """sha256 of manifest.json: the identity of the bundle's whole content (it lists every file's hash)."""
+        return manifest_sha256(self.root)
+
+    @property
+    def name(self) -> str:
+        """A short model name for result rows: the provenance's model name, else the folder name."""
+        prov = self.manifest.get("provenance", {}) or {}
+        return str(prov.get("name") or self.root.resolve().name)
+
     @classmethod
     def load(cls, root: str | os.PathLike[str] | None = None, verify: bool = True) -> Bundle:
         """Load and check a bundle folder.
 
         Args:
             root: the folder (None: $MMMOS_BUNDLE, else the default cache folder).
-            verify: check the sha256 of every non-engine file listed in the manifest.
+            verify: check the sha256 of every file listed in the manifest.
 
         Raises:
             BundleNotFoundError: no bundle there.
             BundleError: unreadable manifest, unknown format version, missing file or checksum mismatch.
         """
         path = resolve_bundle_dir(root)
+        bundle = cls.from_manifest(path, read_manifest(path))
+        if verify:
+            bundle.verify()
+        return bundle
+
+    @classmethod
+    def from_manifest(cls, root: Path, man: dict[str, Any]) -> Bundle:
+        """A bundle from a manifest already read (e.g. one calibration is updating), checked but not verified.
+
+        Raises:
+            BundleError: a bad field, another window rule or other axes.
+        """
+        path = Path(root)
         try:
-            man = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"cannot read {path / 'manifest.json'} ({exc}); re-export the bundle.") from None
-        if man.get("format_version") != FORMAT_VERSION:
-            raise BundleError(
-                f"bundle {path} has format_version {man.get('format_version')!r} but this mmmos reads "
-                f"{FORMAT_VERSION}; re-export it with this version of mmmos-export."
-            )
-        try:
-            encs = [
-                EncoderSpec(
-                    name=str(e["name"]), sample_rate=int(e["sample_rate"]),
-                    window_samples=int(e["window_samples"]), graphs=dict(e["graphs"]),
-                    inputs=tuple(e.get("inputs", ("wav", "lengths"))), outputs=tuple(e["outputs"]),
-                    frames=bool(e.get("frames", False)),
-                )
-                for e in man["encoders"]
-            ]
+            encs = [EncoderSpec.from_dict(e) for e in man["encoders"]]
             ens = man.get("ensemble") or {"graphs": {}, "inputs": [], "outputs": []}
             win = man.get("window", {}) or {}
-            seconds = float(win.get("seconds", 10.0))
+            seconds = float(win.get("seconds", WINDOW_SECONDS))
             hop = float(win.get("hop_seconds", seconds))
             bundle = cls(
                 root=path, manifest=man, encoders=encs, ensemble_graphs=dict(ens["graphs"]),
@@ -204,9 +189,9 @@ class Bundle:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"manifest of {path} is missing or has a bad field ({exc!r}); re-export it.") from None
-        if abs(hop - seconds) > 1e-9:
-            raise BundleError(f"bundle {path} uses hop {hop} s != window {seconds} s, which this runtime "
-                              "does not support; re-export with the default window rule.")
+        if abs(seconds - WINDOW_SECONDS) > 1e-9 or abs(hop - seconds) > 1e-9:
+            raise BundleError(f"bundle {path} uses {seconds} s windows with hop {hop} s, but this runtime cuts "
+                              f"{WINDOW_SECONDS} s windows with hop {WINDOW_SECONDS} s; re-export it.")
         if tuple(man.get("axes", AXES)) != AXES:
             raise BundleError(f"bundle {path} has axes {man.get('axes')}, expected {list(AXES)}; re-export it.")
         known = {o for e in encs for o in e.outputs}
@@ -214,14 +199,10 @@ class Bundle:
         if missing:
             raise BundleError(f"ensemble graph of {path} needs {missing}, which no encoder graph outputs; "
                               "re-export the bundle.")
-        if verify:
-            bundle.verify()
         return bundle
 
     def verify(self) -> None:
-        """Check every non-engine file listed in manifest `files` against its sha256.
-
-        Engines are checked when the TensorRT backend loads them (they are rebuilt on mismatch).
+        """Check every file listed in manifest `files` against its sha256 (engines are keyed by it instead).
 
         Raises:
             BundleError: a listed file is missing or its checksum differs.
@@ -230,8 +211,8 @@ class Bundle:
         cache = _VerifyCache()
         try:
             for rel, digest in files.items():
-                if rel.startswith("engines/"):
-                    continue
+                if rel.startswith(f"{ENGINES_DIR}/"):
+                    continue  # bundles of older exports listed their plans; plans are keyed by graph hash now
                 p = self.root / rel
                 if not p.is_file():
                     raise BundleError(f"bundle file {p} is listed in the manifest but missing; re-export.")
@@ -249,48 +230,55 @@ class Bundle:
         if files and unlisted:
             raise BundleError(f"graphs {unlisted} of {self.root} have no sha256 in the manifest; re-export.")
 
-    def available_precisions(self) -> list[str]:
-        """Precisions every encoder has a graph for (the ensemble falls back to its fp32 graph)."""
-        return [p for p in PRECISIONS if all(p in e.graphs for e in self.encoders)
-                and (not self.has_ensemble or p in self.ensemble_graphs or "fp32" in self.ensemble_graphs)]
+    def graph_keys(self) -> list[GraphKey]:
+        """Graph keys every encoder has a graph for (the ensemble falls back to its fp32 graph)."""
+        return [k for k in GRAPH_KEYS if all(k in e.graphs for e in self.encoders)
+                and (not self.has_ensemble or k in self.ensemble_graphs or "fp32" in self.ensemble_graphs)]
 
-    def passed_precisions(self) -> list[str]:
-        """Available precisions whose export-time check passed (`precisions[p].status == "passed"`)."""
-        st = self.precisions
-        return [p for p in self.available_precisions() if (st.get(p) or {}).get("status") == "passed"]
+    def status(self, key: GraphKey) -> str:
+        """The report status of a graph key: "passed" | "failed" | "unchecked"."""
+        return str((self.precisions.get(key) or {}).get("status", "unchecked"))
 
-    def check_precision(self, precision: str, force: bool = False) -> str | None:
-        """Validate a precision choice.
+    def passed_keys(self) -> list[GraphKey]:
+        """Graph keys whose export-time or calibration check passed."""
+        return [k for k in self.graph_keys() if self.status(k) == "passed"]
+
+    def choose_precision(
+        self, choice: PrecisionChoice, backend: Backend, force: bool = False
+    ) -> tuple[Precision, str | None]:
+        """Resolve a precision choice for a backend and check it against the bundle's report.
 
         Returns:
-            None, or a warning line when `force` let through a precision whose check did not pass.
+            (precision, None) or, when `force` let through a precision whose check did not pass, a warning line.
 
         Raises:
-            PrecisionError: not in the bundle, or not passed and not forced.
+            PrecisionError: not in the bundle (for that backend), or not passed and not forced.
         """
-        if precision not in self.available_precisions():
-            raise PrecisionError(
-                f"precision {precision!r} is not in bundle {self.root} (it has {self.available_precisions()}); "
-                "pick one of those or re-export with it."
-            )
-        status = (self.precisions.get(precision) or {}).get("status", "unchecked")
+        precision: Precision = auto_precision(backend, list(self.passed_keys())) if choice == "auto" else choice
+        key = graph_key(precision, backend)
+        if key not in self.graph_keys():
+            how = ("run mmmos-calibrate with --trt-int8 to write the TensorRT INT8 graph" if key == "int8-trt"
+                   else "pick one of those or re-export with it")
+            raise PrecisionError(f"precision {precision!r} on {backend} needs {key!r} graphs, which are not in bundle "
+                                 f"{self.root} (it has {self.graph_keys()}); {how}.")
+        status = self.status(key)
         if status == "passed":
-            return None
+            return precision, None
         if not force:
             raise PrecisionError(
-                f"precision {precision!r} of bundle {self.root} has status {status!r} in its report "
-                f"(passed: {self.passed_precisions()}); pick a passed one or force it (--force-precision)."
+                f"precision {precision!r} ({key} graphs) of bundle {self.root} has status {status!r} in its report "
+                f"(passed: {self.passed_keys()}); pick a passed one or force it (--force-precision)."
             )
-        return f"warning: using precision {precision} although its export-time check is {status!r}"
+        return precision, f"warning: using precision {precision} ({key} graphs) although its check is {status!r}"
 
-    def encoder_graph(self, enc: EncoderSpec, precision: str) -> Path:
-        """Path of an encoder's graph at `precision`."""
-        return self.root / enc.graphs[precision]
+    def encoder_graph(self, enc: EncoderSpec, key: GraphKey) -> Path:
+        """Path of an encoder's graph for a graph key."""
+        return self.root / enc.graphs[key]
 
-    def ensemble_graph(self, precision: str) -> Path:
-        """Path of the ensemble graph at `precision` (its fp32 graph when it has none at that precision)."""
-        return self.root / self.ensemble_graphs.get(precision, self.ensemble_graphs.get("fp32", ""))
+    def ensemble_graph(self, key: GraphKey) -> Path:
+        """Path of the ensemble graph for a graph key (its fp32 graph when it has none for that key)."""
+        return self.root / self.ensemble_graphs.get(key, self.ensemble_graphs.get("fp32", ""))
 
     def engines_dir(self) -> Path:
-        """Folder of TensorRT plans (`engines/<trt_version>-sm<cc>-<profile>/<graph>.plan`)."""
-        return self.root / "engines"
+        """Folder of the TensorRT plans shipped with the bundle (`engines/<key>/<graph>-<sha>.plan`)."""
+        return self.root / ENGINES_DIR

@@ -8,14 +8,16 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, get_args
 
 from .bundle import AXES
 from .errors import InputError, OutputError
 from .inputs import InputItem, row_key
 from .results import ScoreResult
 
-FORMATS = ("table", "jsonl", "csv", "challenge")
+Format = Literal["table", "jsonl", "csv", "challenge"]
+"""Output formats: a table for people, JSONL rows, CSV, the AudioMOS challenge's `wavID,PQ,PC,CE,CU` lines."""
+FORMATS: tuple[Format, ...] = get_args(Format)
 CSV_COLUMNS = ["path", "start_time", "end_time", *AXES, *(f"{a}_std" for a in AXES), "duration_s", "windows",
                "error"]
 
@@ -122,11 +124,11 @@ def make_writer(fmt: str, stream: IO[str], header: bool = True,
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
 
 
-def format_for(path: str | None, stdout_is_tty: bool) -> str:
+def format_for(path: str | None, stdout_is_tty: bool) -> Format:
     """Default format: from the output file's extension, else table on a terminal, jsonl otherwise."""
     if path:
-        ext = Path(path).suffix.lower()
-        return {".csv": "csv", ".txt": "challenge", ".jsonl": "jsonl", ".json": "jsonl"}.get(ext, "jsonl")
+        by_ext: dict[str, Format] = {".csv": "csv", ".txt": "challenge", ".jsonl": "jsonl", ".json": "jsonl"}
+        return by_ext.get(Path(path).suffix.lower(), "jsonl")
     return "table" if stdout_is_tty else "jsonl"
 
 

@@ -1,22 +1,20 @@
 """The backend-agnostic interfaces: one graph `Runner` (Polygraphy-style lifecycle) and the `Pipeline`
-that chains a bundle's encoder graphs into its ensemble graph, plus backend selection (`auto`).
+that chains a bundle's encoder graphs into its ensemble graph.
 
-Backends live in `backend_ort.py` and `backend_trt.py`; both import their heavy packages lazily, so
-importing this module needs numpy only.
+Backends (`backend_ort.py`, `backend_trt.py`) implement these; `backends.py` picks one (`auto`). Importing
+this module needs numpy only.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BackendUnavailableError, NoEnsembleError
-
-BACKENDS = ("auto", "ort-cpu", "ort-cuda", "tensorrt")
+from .errors import NoEnsembleError
+from .names import GraphKey
 
 # encoder name -> (wav [B, W_e] float32, lengths [B] int64)
 EncoderBatch = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -82,7 +80,7 @@ class Runner(ABC):
 
 
 class Pipeline(ABC):
-    """Encoder graphs -> ensemble graph for one bundle at one precision on one backend.
+    """Encoder graphs -> ensemble graph for one bundle, one graph key (precision) and one backend.
 
     Encoder outputs stay on the device between the two stages where the backend has one (ORT CUDA:
     IO binding; TensorRT: shared device buffers); they come back to the host only when asked for.
@@ -90,9 +88,9 @@ class Pipeline(ABC):
 
     name: str = "?"
 
-    def __init__(self, bundle: Bundle, precision: str) -> None:
+    def __init__(self, bundle: Bundle, graphs: GraphKey) -> None:
         self.bundle = bundle
-        self.precision = precision
+        self.graphs = graphs
 
     @abstractmethod
     def run(
@@ -119,65 +117,5 @@ class Pipeline(ABC):
         """Release every runner."""
 
     def describe(self) -> str:
-        """One line naming the backend and precision (for logs and benchmarks)."""
-        return f"{self.name} {self.precision}"
-
-
-def _try(factory: Callable[[], Pipeline], why: list[str], label: str) -> Pipeline | None:
-    try:
-        return factory()
-    except (BackendUnavailableError, RuntimeError, OSError) as exc:
-        # A GPU backend that fails to start (CUDA error, driver, engine) is a fallback, not a crash.
-        why.append(f"{label}: {' '.join(str(exc).split())}")
-        return None
-
-
-def create_pipeline(
-    bundle: Bundle,
-    backend: str = "auto",
-    precision: str = "fp32",
-    threads: int = 0,
-    batch_size: int = 8,
-    warn: Callable[[str], None] | None = None,
-) -> Pipeline:
-    """Build the pipeline for `backend`, falling back as DESIGN.md says.
-
-    `auto` tries TensorRT (GPU + tensorrt importable; engines built if missing), then ORT CUDA, then
-    ORT CPU. An explicit `tensorrt` or `ort-cuda` that cannot run falls back too, with one line to
-    `warn` saying why. `ort-cpu` never falls back.
-
-    Raises:
-        ValueError: unknown backend name.
-        BackendUnavailableError: not even ORT CPU can run (onnxruntime not installed).
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-    say = warn or (lambda _msg: None)
-    from . import backend_ort
-
-    why: list[str] = []
-    order = {"auto": ["tensorrt", "ort-cuda", "ort-cpu"], "tensorrt": ["tensorrt", "ort-cuda", "ort-cpu"],
-             "ort-cuda": ["ort-cuda", "ort-cpu"], "ort-cpu": ["ort-cpu"]}[backend]
-    for i, name in enumerate(order):
-        pipe: Pipeline | None
-        if name == "tensorrt":
-            from . import backend_trt
-
-            pipe = _try(lambda: backend_trt.TrtPipeline(bundle, precision, batch_size=batch_size, log=say),
-                        why, "tensorrt")
-        elif name == "ort-cuda":
-            pipe = _try(lambda: backend_ort.OrtPipeline(bundle, precision, device="cuda", threads=threads),
-                        why, "ort-cuda")
-        else:
-            pipe = backend_ort.OrtPipeline(bundle, precision, device="cpu", threads=threads)
-        if pipe is not None and name == "ort-cuda":
-            # Written against onnxruntime-gpu's documented API, but no CI machine has a GPU: be honest.
-            say("note: the ort-cuda backend (IO binding) is untested by mmmos's CPU-only test suite; "
-                "spot-check a few files against --backend ort-cpu")
-        if pipe is not None:
-            # Falling back from what the user named explicitly deserves a line; auto's silent search does not.
-            # A bundle that ships engines under auto is a TensorRT deployment: say why it was not used.
-            if i > 0 and (backend != "auto" or bundle.engines_dir().is_dir()):
-                say(f"warning: backend {order[0]} unavailable ({why[0]}); using {name}")
-            return pipe
-    raise BackendUnavailableError("no backend could run: " + "; ".join(why))  # pragma: no cover
+        """One line naming the backend and the graphs it runs (for logs and benchmarks)."""
+        return f"{self.name} {self.graphs}"

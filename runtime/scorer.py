@@ -11,20 +11,23 @@ from __future__ import annotations
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
-from .audio import Prepared, decode, iter_windows, prepare, to_mono
+from .audio import Prepared, decode, prepare, to_mono
+from .backends import start_pipeline
 from .bundle import AXES, Bundle
 from .errors import AudioError, NoEnsembleError
 from .inputs import InputItem
+from .names import Backend, PrecisionChoice
 from .results import EncodedItem, ScoreResult
-from .runner import EnsembleOut, Pipeline, create_pipeline
+from .runner import EnsembleOut, Pipeline
+from .settings import ScorerSettings
+from .windows import Window, fold_windows, iter_windows
 
 ScoreInput = str | os.PathLike[str] | tuple[np.ndarray, int] | InputItem
 
@@ -64,7 +67,7 @@ class _State:
     n_windows: int = 0
     done: int = 0
     weights: list[float] = field(default_factory=list)
-    member_sum: np.ndarray | None = None  # [M, 4] float64, sum of weight * window member scores
+    window_scores: list[np.ndarray] = field(default_factory=list)  # [M, 4] per window, folded at the end
     feats: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -76,12 +79,12 @@ class Scorer:
     """Scores audio with a bundle's whole ensemble, without PyTorch.
 
     Args:
-        bundle: bundle folder (None: $MMMOS_BUNDLE, else the default under the user cache folder).
+        bundle: bundle folder or a loaded `Bundle` (None: $MMMOS_BUNDLE, else the default cache folder).
         backend: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt" (falls back with one line when unavailable).
-        precision: "fp32" | "fp16" | "int8"; only precisions the bundle's report passed, unless forced.
+        precision: "auto" | "fp32" | "fp16" | "int8"; only precisions the bundle's report passed, unless forced.
         threads: ONNX Runtime intra-op threads (0 = physical cores).
         batch_size: windows per graph call (bounds model memory).
-        force_precision: allow a precision whose export-time check did not pass (warns).
+        force_precision: allow a precision whose check did not pass (warns).
         verify: check the bundle files' sha256 on load.
         warn: where warnings go (default: one line on stderr).
         prefetch: files decoded ahead on a background thread (0 = decode inline).
@@ -93,8 +96,8 @@ class Scorer:
     def __init__(
         self,
         bundle: str | os.PathLike[str] | Bundle | None = None,
-        backend: str = "auto",
-        precision: str = "fp32",
+        backend: Backend = "auto",
+        precision: PrecisionChoice = "auto",
         *,
         threads: int = 0,
         batch_size: int = 8,
@@ -103,22 +106,33 @@ class Scorer:
         warn: Callable[[str], None] | None = None,
         prefetch: int = 2,
     ) -> None:
+        loaded = bundle if isinstance(bundle, Bundle) else None
+        path = None if bundle is None or loaded is not None else os.fspath(bundle)
+        settings = ScorerSettings(bundle=path, backend=backend, precision=precision, force_precision=force_precision,
+                                  threads=threads, batch_size=batch_size, verify=verify)
+        self._start(settings, loaded, warn, prefetch)
+
+    @classmethod
+    def from_settings(cls, settings: ScorerSettings, *, bundle: Bundle | None = None,
+                      warn: Callable[[str], None] | None = None, prefetch: int = 2) -> Scorer:
+        """A Scorer built from settings (what servers and Ray actors hold); `bundle` skips loading it again."""
+        scorer = cls.__new__(cls)
+        scorer._start(settings, bundle, warn, prefetch)
+        return scorer
+
+    def _start(self, settings: ScorerSettings, bundle: Bundle | None, warn: Callable[[str], None] | None,
+               prefetch: int) -> None:
+        self.settings = settings
         self.warn = warn or _stderr
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, verify=verify)
+        self.bundle = bundle if bundle is not None else Bundle.load(settings.bundle, verify=settings.verify)
         if self.bundle.untrained:
             self.warn(f"warning: bundle {self.bundle.root} is untrained (random weights): its scores mean nothing")
-        note = self.bundle.check_precision(precision, force=force_precision)
-        if note:
-            self.warn(note)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.precision = precision
-        self.batch_size = int(batch_size)
+        self.batch_size = settings.batch_size
         self.prefetch = max(0, int(prefetch))
-        self.pipeline: Pipeline = create_pipeline(
-            self.bundle, backend, precision, threads=threads, batch_size=self.batch_size, warn=self.warn
-        )
-        self._encoders = [(e.name, e.sample_rate, e.window_samples) for e in self.bundle.encoders]
+        started = start_pipeline(self.bundle, settings, warn=self.warn)
+        self.pipeline: Pipeline = started.pipeline
+        self.precision = started.precision
+        self._encoders = list(self.bundle.encoders)
         self._rates = [e.sample_rate for e in self.bundle.encoders]
 
     @property
@@ -128,7 +142,13 @@ class Scorer:
 
     # ---------------------------------------------------------------- public API
 
-    def score(self, x: ScoreInput | list[ScoreInput]) -> ScoreResult | list[ScoreResult]:
+    @overload
+    def score(self, x: ScoreInput) -> ScoreResult: ...
+
+    @overload
+    def score(self, x: Sequence[ScoreInput]) -> list[ScoreResult]: ...
+
+    def score(self, x: ScoreInput | Sequence[ScoreInput]) -> ScoreResult | list[ScoreResult]:
         """Score a path, an `(array, sample_rate)` pair, or a list of either.
 
         Bad inputs do not raise: their result has `error` set.
@@ -138,7 +158,7 @@ class Scorer:
         """
         if _is_single(x):
             return next(self.score_iter([x]))
-        return list(self.score_iter(list(x)))  # type: ignore[arg-type]
+        return list(self.score_iter(x))
 
     def score_iter(self, inputs: Iterable[ScoreInput]) -> Iterator[ScoreResult]:
         """Score inputs lazily, yielding one ScoreResult per input in input order.
@@ -146,9 +166,19 @@ class Scorer:
         Raises:
             NoEnsembleError: the bundle has encoder graphs only.
         """
+        yield from self.score_prepared(self._loaded(as_item(x) for x in inputs))
+
+    def score_prepared(self, loaded: Iterable[tuple[InputItem, Prepared | str]]) -> Iterator[ScoreResult]:
+        """Score inputs that were decoded already (`audio.prepare`, or an error line), in input order.
+
+        Ray decodes in CPU tasks and hands the actors these pairs; `score_iter` decodes here first.
+
+        Raises:
+            NoEnsembleError: the bundle has encoder graphs only.
+        """
         if not self.bundle.has_ensemble:
             raise NoEnsembleError(self.bundle)
-        for st in self._process(inputs, want_features=False, want_scores=True):
+        for st in self._process(loaded, want_features=False, want_scores=True):
             yield self._finish_score(st)
 
     def encode(self, inputs: Iterable[ScoreInput] | ScoreInput) -> Iterator[EncodedItem]:
@@ -156,8 +186,8 @@ class Scorer:
 
         Same inputs as `score`; windows of several files share batches like `score` does.
         """
-        seq = [inputs] if _is_single(inputs) else inputs
-        for st in self._process(seq, want_features=True, want_scores=False):  # type: ignore[arg-type]
+        items = [as_item(inputs)] if _is_single(inputs) else (as_item(v) for v in inputs)
+        for st in self._process(self._loaded(items), want_features=True, want_scores=False):
             it = st.item
             if st.error is not None:
                 yield EncodedItem(path=it.path, error=st.error, start_time=it.start_time,
@@ -203,7 +233,7 @@ class Scorer:
             samples, sr = to_mono(item.array), int(item.sample_rate)
         else:
             samples, sr = decode(item.path or "", item.start_time, item.end_time)
-        return prepare(samples, sr, self._rates, self.bundle.window_seconds)
+        return prepare(samples, sr, self._rates)
 
     def _safe_load(self, item: InputItem) -> Prepared | str:
         """`_load`, with every failure turned into its one-line error (no traceback for bad input)."""
@@ -216,9 +246,8 @@ class Scorer:
         except Exception as exc:  # a decoder bug on a hostile file must not stop the run
             return f"cannot decode audio: {type(exc).__name__}: {' '.join(str(exc).split())}"
 
-    def _loaded(self, inputs: Iterable[ScoreInput]) -> Iterator[tuple[InputItem, Prepared | str]]:
+    def _loaded(self, items: Iterable[InputItem]) -> Iterator[tuple[InputItem, Prepared | str]]:
         """Items with their decoded audio, decoding up to `prefetch` files ahead on one thread."""
-        items = (as_item(x) for x in inputs)
         if self.prefetch == 0:
             for it in items:
                 yield it, self._safe_load(it)
@@ -234,47 +263,47 @@ class Scorer:
                 head, fut = queue.popleft()
                 yield head, fut.result()
 
-    def _process(self, inputs: Iterable[ScoreInput], *, want_features: bool, want_scores: bool) -> Iterator[_State]:
+    def _process(self, loaded: Iterable[tuple[InputItem, Prepared | str]], *, want_features: bool,
+                 want_scores: bool) -> Iterator[_State]:
         """Yield each input's completed state in input order, batching windows across inputs."""
         pending: deque[_State] = deque()
-        batch: list[tuple[_State, Any]] = []
+        batch: list[tuple[_State, Window]] = []
 
         def drain() -> Iterator[_State]:
             while pending and pending[0].complete:
                 yield pending.popleft()
 
-        for item, loaded in self._loaded(inputs):
+        for item, clip in loaded:
             st = _State(item=item)
             pending.append(st)
-            if isinstance(loaded, str):
-                st.error = loaded
+            if isinstance(clip, str):
+                st.error = clip
                 yield from drain()
                 continue
-            st.duration_s, st.n_windows = loaded.duration_s, loaded.n_windows
-            for w in iter_windows(loaded, self._encoders, self.bundle.window_seconds):
+            st.duration_s, st.n_windows = clip.duration_s, clip.n_windows
+            for w in iter_windows(clip, self._encoders):
                 batch.append((st, w))
                 if len(batch) == self.batch_size:
                     self._flush(batch, want_features, want_scores)
                     batch = []
                     yield from drain()
-            del loaded
+            del clip
         if batch:
             self._flush(batch, want_features, want_scores)
         yield from drain()
 
-    def _flush(self, batch: list[tuple[_State, Any]], want_features: bool, want_scores: bool) -> None:
-        """Run one batch of windows and fold the results into their files' states."""
+    def _flush(self, batch: list[tuple[_State, Window]], want_features: bool, want_scores: bool) -> None:
+        """Run one batch of windows and hand each window's results to its file's state."""
         feeds = {
-            name: (np.stack([w.wavs[name] for _, w in batch]),
-                   np.asarray([w.lengths[name] for _, w in batch], dtype=np.int64))
-            for name, _, _ in self._encoders
+            e.name: (np.stack([w.wavs[e.name] for _, w in batch]),
+                     np.asarray([w.lengths[e.name] for _, w in batch], dtype=np.int64))
+            for e in self._encoders
         }
         feats, out = self.pipeline.run(feeds, want_features=want_features, want_scores=want_scores)
         for i, (st, w) in enumerate(batch):
             st.weights.append(w.weight)
             if out is not None:
-                contrib = w.weight * out[0][i].astype(np.float64)
-                st.member_sum = contrib if st.member_sum is None else st.member_sum + contrib
+                st.window_scores.append(np.array(out[0][i], np.float32))
             for k, v in feats.items():
                 st.feats.setdefault(k, []).append(np.array(v[i]))
             st.done += 1
@@ -283,19 +312,13 @@ class Scorer:
         """Per-file averaging: per member weighted mean over windows, then mean/std over members."""
         it = st.item
         base = {"path": it.path, "start_time": it.start_time, "end_time": it.end_time, "extra": it.extra}
-        if st.error is not None or st.member_sum is None:
+        if st.error is not None or not st.window_scores:
             return ScoreResult(error=st.error or "no windows were scored", **base)
-        members = st.member_sum / float(np.sum(np.asarray(st.weights, np.float64)))
-        mean, std = members.mean(axis=0), members.std(axis=0)  # population std (ddof=0), contracts
+        folded = fold_windows(np.stack(st.window_scores), np.asarray(st.weights))
         return ScoreResult(
-            scores={a: float(mean[j]) for j, a in enumerate(AXES)},
-            std={a: float(std[j]) for j, a in enumerate(AXES)},
-            duration_s=st.duration_s, windows=st.n_windows, members=members.astype(np.float32), **base,
+            scores={a: float(folded.mean[j]) for j, a in enumerate(AXES)},
+            std={a: float(folded.std[j]) for j, a in enumerate(AXES)},
+            duration_s=st.duration_s, windows=st.n_windows, members=folded.members.astype(np.float32), **base,
         )
 
 
-def default_bundle() -> Path:
-    """The bundle folder `Scorer()` would use (for messages and --info)."""
-    from .bundle import resolve_bundle_dir
-
-    return resolve_bundle_dir(None)

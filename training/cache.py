@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mmmos.runtime.manifest import manifest_sha256, read_manifest, sha256_file
 from mmmos.training.cache_store import (
     CACHE_FORMAT_VERSION,
     INDEX_NAME,
@@ -29,25 +30,12 @@ from mmmos.training.cache_store import (
 from mmmos.training.manifests import Manifest, load_manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def encoders_identity(bundle_dir: Path) -> dict[str, Any]:
     """What identifies a bundle's encoder features: per encoder its rate, window, outputs and fp32 graph sha256.
 
     The sha256s are the ones the bundle's manifest records (the runtime verifies them on load).
     """
-    manifest_path = Path(bundle_dir) / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{bundle_dir} is not a bundle (no manifest.json); export one with mmmos-export OUT --random-init."
-        )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(bundle_dir)
     files = manifest.get("files", {})
     encoders = []
     for e in manifest.get("encoders", []):
@@ -57,11 +45,11 @@ def encoders_identity(bundle_dir: Path) -> dict[str, Any]:
         encoders.append({
             "name": e["name"], "sample_rate": e.get("sample_rate"), "window_samples": e.get("window_samples"),
             "outputs": list(e.get("outputs", [])), "frames": bool(e.get("frames", False)),
-            "graphs": {"fp32": files.get(fp32) or _sha256(Path(bundle_dir) / fp32)},
+            "graphs": {"fp32": files.get(fp32) or sha256_file(Path(bundle_dir) / fp32)},
         })
     if not encoders:
-        raise ValueError(f"{bundle_dir}/manifest.json lists no encoders; pass an encoders bundle.")
-    return {"manifest_sha256": _sha256(manifest_path), "encoders": encoders}
+        raise ValueError(f"the manifest of {bundle_dir} lists no encoders; pass an encoders bundle.")
+    return {"manifest_sha256": manifest_sha256(Path(bundle_dir)), "encoders": encoders}
 
 
 def _plan(manifest: Manifest, shard_size: int) -> list[list[int]]:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mmmos import AXES
 from mmmos.models.members import Member, MemberConfig
+from mmmos.runtime.windows import weighted_segment_mean
 from mmmos.training.cache_store import CachedSet
 from mmmos.training.losses import LOSSES, get_loss
 from mmmos.training.member_io import identity_mismatch, save_member
@@ -134,14 +135,12 @@ def predict_clips(member: Member, data: CachedSet, batch_size: int = 64) -> np.n
     member.eval()
     device = next(member.parameters()).device
     names = list(member.input_names)
-    sums = np.zeros((data.n_clips, len(AXES)))
+    window_scores = np.zeros((data.n_windows, len(AXES)))
     for start in range(0, data.n_windows, batch_size):
         idx = np.arange(start, min(start + batch_size, data.n_windows))
-        scores = member(_to_tensors(data.gather(names, idx), device)).double().cpu().numpy()
-        np.add.at(sums, data.window_clip[idx], scores * data.window_weights[idx, None])
-    wsum = np.bincount(data.window_clip, weights=data.window_weights, minlength=data.n_clips)
+        window_scores[idx] = member(_to_tensors(data.gather(names, idx), device)).double().cpu().numpy()
     member.train(was_training)
-    return sums / np.maximum(wsum, 1e-12)[:, None]
+    return weighted_segment_mean(window_scores, data.window_weights, data.window_clip, data.n_clips)
 
 
 def dev_report(member: Member, data: CachedSet, loss_name: str, mean: list[float], std: list[float]) -> dict[str, Any]:

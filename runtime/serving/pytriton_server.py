@@ -25,7 +25,7 @@ import sysconfig
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +33,16 @@ import numpy as np
 import typer
 
 from ..bundle import AXES
+from ..cli_options import (
+    DEFAULTS,
+    BackendOption,
+    BatchSizeOption,
+    BundleOption,
+    ForcePrecisionOption,
+    PrecisionOption,
+    ThreadsOption,
+    settings_from_options,
+)
 from ..errors import BackendUnavailableError, MMMOSRuntimeError
 from ..inputs import InputItem
 from ..results import ScoreResult
@@ -42,10 +52,11 @@ MODEL_PCM = "mmmos"
 MODEL_FILE = "mmmos_file"
 
 
-@dataclass
-class ServeOptions(ScorerSettings):
-    """Server settings (see `mmmos-serve --help`); the Scorer's own settings come from `ScorerSettings`."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """Server settings (see `mmmos-serve --help`); `scorer` holds each model instance's Scorer settings."""
 
+    scorer: ScorerSettings = field(default_factory=ScorerSettings)
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -149,7 +160,7 @@ class ServeScorer:
 
 
 def _make_scorer(opts: ServeOptions, warn: Callable[[str], None]) -> Any:
-    scorer = opts.build(warn=warn, prefetch=0)
+    scorer = opts.scorer.build(warn=warn, prefetch=0)
     if not scorer.bundle.has_ensemble:
         from ..errors import NoEnsembleError
 
@@ -207,27 +218,26 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
              "dynamic batching, health at /v2/health/ready. Models: mmmos (pcm FP32 [-1] + sample_rate INT32 [1]) "
              "and mmmos_file (audio BYTES [1]); outputs scores[4], std[4] (PQ, PC, CE, CU), duration_s[1].")
 def serve(
-    bundle: Annotated[Path | None, typer.Option(
-        "--bundle", "-b", help="Bundle folder (default: $MMMOS_BUNDLE, else the user cache folder).")] = None,
+    bundle: BundleOption = None,
+    backend: BackendOption = DEFAULTS.backend,
+    precision: PrecisionOption = DEFAULTS.precision,
+    force_precision: ForcePrecisionOption = False,
+    threads: ThreadsOption = DEFAULTS.threads,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default; 0.0.0.0 exposes it).")] = (
         "127.0.0.1"),
     http_port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(min=1, max=65535, help="gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(min=1, max=65535, help="Prometheus metrics port.")] = 8002,
-    backend: Annotated[str, typer.Option(help="auto | ort-cpu | ort-cuda | tensorrt.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 (the bundle's report must pass it).")] = "fp32",
-    force_precision: Annotated[bool, typer.Option("--force-precision")] = False,
-    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads (0 = cores).")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="10 s windows per graph call.")] = 8,
     max_batch_size: Annotated[int, typer.Option(min=1, help="Triton max_batch_size (requests per batch).")] = 16,
     max_queue_delay_us: Annotated[int, typer.Option(min=0, help="Dynamic batcher queue delay (us).")] = 2000,
     instances: Annotated[int, typer.Option(min=1, help="Model instances (one Scorer each).")] = 1,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM."""
-    opts = ServeOptions(bundle=str(bundle) if bundle else None, host=host, http_port=http_port, grpc_port=grpc_port,
-                        metrics_port=metrics_port, backend=backend, precision=precision,
-                        force_precision=force_precision, threads=threads, batch_size=batch_size,
-                        max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, instances=instances)
+    settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size)
+    opts = ServeOptions(scorer=settings, host=host, http_port=http_port, grpc_port=grpc_port,
+                        metrics_port=metrics_port, max_batch_size=max_batch_size,
+                        max_queue_delay_us=max_queue_delay_us, instances=instances)
     try:
         run_server(opts)
     except MMMOSRuntimeError as exc:

@@ -21,8 +21,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,23 +32,18 @@ from ..audio import Prepared, decode, prepare
 from ..errors import AudioError, BackendUnavailableError, InputError, OutputError
 from ..inputs import InputItem, RowKey, expand
 from ..outputs import JsonlWriter, done_keys
-from ..scorer import Scorer
 from ..settings import ScorerSettings
 
 PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
 
 
-@dataclass
-class RayOptions(ScorerSettings):
+@dataclass(frozen=True)
+class RayOptions:
     """What `mmmos-score --ray` needs besides the inputs and the output folder.
 
     Attributes:
-        bundle: bundle folder (None: $MMMOS_BUNDLE, else the default cache folder; resolved on the driver).
-        backend: runtime backend in each actor ("auto" picks TensorRT / ORT CUDA where the actor has a GPU).
-        precision: graph precision.
-        force_precision: allow a precision whose export-time check did not pass.
-        threads: ONNX Runtime intra-op threads per actor (0 = cores).
-        batch_size: 10 s windows per graph call inside an actor.
+        scorer: each actor's Scorer settings (the bundle is resolved on the driver; "auto" backends pick
+            TensorRT / ORT CUDA where the actor has a GPU; threads are per actor).
         files_per_batch: files per Ray batch (decode task input and actor call).
         actors: scoring actors (the pool size).
         gpus_per_actor: GPUs reserved per actor (0 on CPU-only clusters).
@@ -60,7 +55,7 @@ class RayOptions(ScorerSettings):
         num_cpus: CPUs of a local instance (None: all); ignored when joining a cluster.
     """
 
-    threads: int = 1  # per actor; several actors share the machine's cores
+    scorer: ScorerSettings = field(default_factory=lambda: ScorerSettings(threads=1))
     files_per_batch: int = 8
     actors: int = 1
     gpus_per_actor: float = 0.0
@@ -201,7 +196,7 @@ def _rate_column(rate: int) -> str:
     return f"pcm_{int(rate)}"
 
 
-def decode_batch(batch: dict[str, np.ndarray], rates: list[int], window_seconds: float) -> dict[str, np.ndarray]:
+def decode_batch(batch: dict[str, np.ndarray], rates: list[int]) -> dict[str, np.ndarray]:
     """Ray CPU task: decode, validate and resample every input of a batch (`audio.prepare`).
 
     Returns columns `item`, `error` ("" when fine), `duration_s`, `n_windows` and one `pcm_<rate>` column of
@@ -216,7 +211,7 @@ def decode_batch(batch: dict[str, np.ndarray], rates: list[int], window_seconds:
             if item.error is not None:
                 raise AudioError(item.error)
             samples, sr = decode(item.path or "", item.start_time, item.end_time)
-            prep = prepare(samples, sr, rates, window_seconds)
+            prep = prepare(samples, sr, rates)
         except AudioError as exc:
             error = str(exc)
         except MemoryError:
@@ -233,13 +228,6 @@ def decode_batch(batch: dict[str, np.ndarray], rates: list[int], window_seconds:
             for k, v in cols.items()}
 
 
-class PreparedScorer(Scorer):
-    """A Scorer whose inputs arrive decoded: pairs (item, Prepared or error string) from `decode_batch`."""
-
-    def _loaded(self, inputs: Iterable[Any]) -> Iterator[tuple[InputItem, Any]]:
-        yield from inputs
-
-
 class ActorScorer:
     """Ray actor: one `Scorer` per actor, fed decoded clips; returns each result as the runtime's JSONL row.
 
@@ -248,7 +236,7 @@ class ActorScorer:
     """
 
     def __init__(self, settings: ScorerSettings) -> None:
-        self.scorer = settings.build(PreparedScorer, prefetch=0, warn=lambda m: print(m, file=sys.stderr, flush=True))
+        self.scorer = settings.build(prefetch=0, warn=lambda m: print(m, file=sys.stderr, flush=True))
         self.rates = list(dict.fromkeys(e.sample_rate for e in self.scorer.bundle.encoders))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -266,7 +254,7 @@ class ActorScorer:
         buf = io.StringIO()
         writer = JsonlWriter(buf)  # the runtime's own row schema and serialisation
         failed = []
-        for r in self.scorer.score_iter(pairs):  # type: ignore[arg-type]
+        for r in self.scorer.score_prepared(pairs):
             writer.write(r)
             failed.append(not r.ok)
         lines = buf.getvalue().splitlines()
@@ -306,7 +294,7 @@ def score_corpus(inputs: list[str], out_dir: str | os.PathLike[str], opts: RayOp
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     ray = import_ray()
-    bundle = Bundle.load(opts.bundle, verify=True)  # fail here, once, rather than in every actor
+    bundle = Bundle.load(opts.scorer.bundle, verify=True)  # fail here, once, rather than in every actor
     out = Path(out_dir)
     run = prepare_output(out, force)
     records = pending_records(inputs, written_keys(out), stdin)
@@ -331,11 +319,11 @@ def score_corpus(inputs: list[str], out_dir: str | os.PathLike[str], opts: RayOp
         rates = [e.sample_rate for e in bundle.encoders]
         fpb = max(1, int(opts.files_per_batch))
         ds = ray.data.from_items(records, override_num_blocks=max(1, -(-len(records) // fpb)))
-        ds = ds.map_batches(decode_batch, fn_kwargs={"rates": rates, "window_seconds": bundle.window_seconds},
+        ds = ds.map_batches(decode_batch, fn_kwargs={"rates": rates},
                             batch_size=fpb, batch_format="numpy", num_cpus=opts.decode_cpus)
         ds = ds.map_batches(
             ActorScorer, batch_size=fpb, batch_format="numpy",
-            fn_constructor_kwargs={"settings": opts.scorer_settings(bundle=str(bundle.root))},
+            fn_constructor_kwargs={"settings": opts.scorer.with_changes(bundle=str(bundle.root))},
             compute=ray.data.ActorPoolStrategy(size=max(1, int(opts.actors))),
             num_cpus=opts.cpus_per_actor, **({"num_gpus": opts.gpus_per_actor} if opts.gpus_per_actor else {}),
         )

@@ -7,7 +7,7 @@ Layout (Triton's documented one: `<repo>/<model>/config.pbtxt` + `<repo>/<model>
     mmmos_heads/      onnxruntime_onnx: the ensemble graph (members -> scores [M,4], mean [4], std [4])
     mmmos_windows/    ensemble: <enc>_wav [W] + <enc>_lengths [1] per encoder -> encoders -> heads (per window)
     mmmos_windows_trt/  the same on the TensorRT models (when every graph has an engine)
-    mmmos/            python backend (1/model.py = runtime/triton_model.py): pcm + sample_rate -> resample,
+    mmmos/            python backend (1/model.py = runtime/serving/triton_model.py): pcm + sample_rate -> resample,
                       10 s windows, BLS to mmmos_windows, per-file averaging -> scores [4], std [4], duration_s [1]
 
 Every model has dynamic batching. Each `config.pbtxt` is parsed with Triton's own protobuf definitions
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..bundle import Bundle
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, PrecisionError
+from ..ort_session import make_session
 
 _ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(int64)": "TYPE_INT64",
               "tensor(int32)": "TYPE_INT32", "tensor(bool)": "TYPE_BOOL", "tensor(double)": "TYPE_FP64"}
@@ -69,9 +70,7 @@ def parse_config(text: str) -> Any:
 
 def _io_shapes(onnx_path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]]]:
     """(inputs, outputs): name -> (Triton type, dims without the batch axis; -1 for symbolic dims)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_path)
 
     def conv(args: list[Any]) -> dict[str, tuple[str, list[int]]]:
         return {a.name: (_ORT_TYPES[a.type], [d if isinstance(d, int) else -1 for d in a.shape[1:]]) for a in args}
@@ -147,10 +146,11 @@ def _ensemble_config(name: str, max_batch: int, bundle: Bundle, enc_models: dict
             + "\n  ]\n}\n")
 
 
-def _preprocess_config(bundle: Bundle, max_batch: int, queue_delay_us: int, windows_model: str) -> str:
+def _preprocess_config(bundle: Bundle, max_batch: int, queue_delay_us: int, windows_model: str,
+                       windows_per_call: int) -> str:
     spec = {"encoders": [{"name": e.name, "sample_rate": e.sample_rate, "window_samples": e.window_samples}
                          for e in bundle.encoders],
-            "window_seconds": bundle.window_seconds, "windows_model": windows_model, "windows_per_call": 8}
+            "windows_model": windows_model, "windows_per_call": windows_per_call}
     value = json.dumps(json.dumps(spec))  # a JSON string, quoted and escaped for protobuf text
     return (f'name: "{PREPROCESS_MODEL}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
             + _io_block("input", [_tensor("pcm", "TYPE_FP32", [-1]), _tensor("sample_rate", "TYPE_INT32", [1])])
@@ -188,7 +188,8 @@ def write_triton_repo(bundle_dir: str | Path, repo_dir: str | Path, *, precision
         from ..errors import NoEnsembleError
 
         raise NoEnsembleError(bundle)
-    bundle.check_precision(precision, force=True)
+    if precision not in bundle.graph_keys():
+        raise PrecisionError(f"bundle {bundle.root} has no {precision} graphs (it has {bundle.graph_keys()}).")
     repo = Path(repo_dir)
     repo.mkdir(parents=True, exist_ok=True)
     configs: dict[str, str] = {}
@@ -207,7 +208,7 @@ def write_triton_repo(bundle_dir: str | Path, repo_dir: str | Path, *, precision
                                          queue_delay_us)
     configs[WINDOWS_MODEL] = _ensemble_config(WINDOWS_MODEL, max_batch_size, bundle,
                                               {e.name: e.name for e in bundle.encoders}, HEADS_MODEL, enc_in, h_out)
-    windows_model = WINDOWS_MODEL
+    windows_model, windows_per_call = WINDOWS_MODEL, max_batch_size
     engines = _engine_dir(bundle, [*enc_graphs, heads_graph])
     if engines is not None:
         m = _PROFILE_RE.search(engines.name)
@@ -226,10 +227,13 @@ def write_triton_repo(bundle_dir: str | Path, repo_dir: str | Path, *, precision
                      repo / heads_trt / "1" / "model.plan")
         configs[heads_trt] = _graph_config(heads_trt, "tensorrt_plan", trt_batch, h_in, h_out, "KIND_GPU",
                                            queue_delay_us)
-        windows_model = f"{WINDOWS_MODEL}_trt"
+        windows_model, windows_per_call = f"{WINDOWS_MODEL}_trt", trt_batch
         configs[windows_model] = _ensemble_config(windows_model, trt_batch, bundle, names, heads_trt, enc_in, h_out)
         say(f"Triton repo: TensorRT models from {engines} (they load only in a Triton with that TensorRT version)")
-    configs[PREPROCESS_MODEL] = _preprocess_config(bundle, 16, queue_delay_us, windows_model)
+    # The python model batches requests (clips) up to max_batch_size and sends windows in calls that fit the
+    # graph models' own max batch (a TensorRT profile's max where plans are used).
+    configs[PREPROCESS_MODEL] = _preprocess_config(bundle, max_batch_size, queue_delay_us, windows_model,
+                                                   windows_per_call)
     (repo / PREPROCESS_MODEL / "1").mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(__file__).with_name("triton_model.py"), repo / PREPROCESS_MODEL / "1" / "model.py")
     for name, text in configs.items():

@@ -127,8 +127,8 @@ def test_failed_precision_is_refused_unless_forced(bundle: Path, pristine: tuple
     from mmmos.runtime.errors import PrecisionError
 
     loaded = Bundle.load(bundle)  # sha256 list still matches after calibration rewrote files
-    assert "int8" in loaded.available_precisions() and "int8" not in loaded.passed_precisions()
-    assert "fp32" in loaded.passed_precisions()
+    assert "int8" in loaded.graph_keys() and "int8" not in loaded.passed_keys()
+    assert "fp32" in loaded.passed_keys()
 
     from mmmos.runtime import Scorer
 

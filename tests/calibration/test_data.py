@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmmos.calibration.data import EncoderSpec, cut_windows, iter_windows, list_audio, load_clips
+from mmmos.calibration.data import calibration_feeds, cut_windows, list_audio, load_clips
+from mmmos.runtime.manifest import EncoderSpec
 
 W16 = EncoderSpec("wavlm", 16000, 160000)
 W24 = EncoderSpec("muq", 24000, 240000)
@@ -66,8 +67,8 @@ def test_bad_files_are_reported_not_raised(tmp_path: Path) -> None:
         load_clips([tmp_path / "broken.wav"], [W16])
 
 
-def test_iter_windows_limits() -> None:
+def test_calibration_feeds_limits() -> None:
     clips = [cut_windows(np.ones(16000 * 25, np.float32), 16000, "x", [W16])] * 2
-    feeds = list(iter_windows(clips, "wavlm", max_windows=4))
+    feeds = list(calibration_feeds(clips, "wavlm", max_windows=4))
     assert len(feeds) == 4
     assert feeds[0]["wav"].shape == (1, 160000) and feeds[0]["lengths"].dtype == np.int64

@@ -107,14 +107,104 @@ def _run_ensemble_from_config(repo: Path):
 def test_repository_scores_like_the_runtime(exported: tuple[Path, Path]) -> None:
     bundle, repo = exported
     scorer = Scorer(bundle, backend="ort-cpu", threads=1)
-    encoders = [(e.name, e.sample_rate, e.window_samples) for e in scorer.bundle.encoders]
+    encoders = scorer.bundle.encoders
     run = _run_ensemble_from_config(repo)
     rng = np.random.default_rng(3)
     for seconds, sr in ((3.0, 16000), (21.5, 44100)):  # one window; three windows with a short tail
         x = (0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32)
-        mean, std, duration = score_clip(x, sr, encoders, scorer.bundle.window_seconds, run, batch=2)
+        mean, std, duration = score_clip(x, sr, encoders, run, batch=2)
         want = scorer.score((x, sr))
         np.testing.assert_allclose(mean, [want.scores[a] for a in AXES], atol=1e-4, rtol=0)
         np.testing.assert_allclose(std, [want.std[a] for a in AXES], atol=1e-4, rtol=0)
         assert abs(duration - seconds) < 1e-3
     scorer.close()
+
+
+class _FakePbUtils:
+    """A stand-in `triton_python_backend_utils`: BLS answers in GPU memory unless asked for CPU memory, as a
+    TensorRT model on KIND_GPU does (`as_numpy` of a GPU tensor raises in Triton)."""
+
+    TRITONSERVER_MEMORY_CPU = 0
+    TRITONSERVER_MEMORY_GPU = 1
+
+    def __init__(self, run: object) -> None:
+        self.run = run
+        self.calls: list[dict[str, object]] = []
+
+    class Tensor:
+        def __init__(self, name: str, data: np.ndarray, on_cpu: bool = True) -> None:
+            self.name, self.data, self.on_cpu = name, data, on_cpu
+
+        def is_cpu(self) -> bool:
+            return self.on_cpu
+
+        def as_numpy(self) -> np.ndarray:
+            if not self.on_cpu:
+                raise RuntimeError("Tensor is stored in GPU and cannot be converted to NumPy.")
+            return self.data
+
+    class PreferredMemory:
+        def __init__(self, preferred_memory_type: int, preferred_device_id: int = 0) -> None:
+            self.type, self.device = preferred_memory_type, preferred_device_id
+
+    def InferenceRequest(self, model_name: str, requested_output_names: list[str], inputs: list,  # noqa: N802
+                         preferred_memory: object = None) -> object:
+        pb = self
+        pb.calls.append({"model": model_name, "batch": inputs[0].data.shape[0], "memory": preferred_memory})
+
+        class _Request:
+            def exec(self) -> object:
+                scores = pb.run({t.name: t.data for t in inputs})
+                on_cpu = preferred_memory is not None and preferred_memory.type == pb.TRITONSERVER_MEMORY_CPU
+
+                class _Response:
+                    def has_error(self) -> bool:
+                        return False
+
+                    def output(self) -> object:
+                        return pb.Tensor("scores", scores, on_cpu=on_cpu)
+
+                return _Response()
+
+        return _Request()
+
+    def get_output_tensor_by_name(self, response: object, name: str) -> object:
+        return response.output()  # type: ignore[attr-defined]
+
+    def get_input_tensor_by_name(self, request: dict, name: str) -> object:
+        return self.Tensor(name, request[name])
+
+    class InferenceResponse:
+        def __init__(self, output_tensors: list, error: object = None) -> None:
+            self.outputs, self.error = {t.name: t.data for t in output_tensors}, error
+
+    class TritonError:
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+
+def test_python_model_asks_for_cpu_memory_and_batches_windows_as_configured(
+        exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+
+    from mmmos.runtime.serving.triton_model import TritonPythonModel
+
+    bundle, repo = exported
+    fake = _FakePbUtils(_run_ensemble_from_config(repo))
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    cfg = parse_config((repo / "mmmos" / "config.pbtxt").read_text())
+    windows_per_call = json.loads(cfg.parameters["mmmos_config"].string_value)["windows_per_call"]
+    assert windows_per_call == parse_config((repo / "mmmos_windows" / "config.pbtxt").read_text()).max_batch_size
+    model = TritonPythonModel()
+    model.initialize({"model_config": json.dumps({"parameters": {
+        "mmmos_config": {"string_value": cfg.parameters["mmmos_config"].string_value}}})})
+    x = (0.1 * np.random.default_rng(5).standard_normal(16000 * 25)).astype(np.float32)
+    (response,) = model.execute([{"pcm": x[None, :], "sample_rate": np.array([[16000]], np.int32)}])
+    assert response.error is None, response.error.message
+    with Scorer(bundle, backend="ort-cpu", threads=1) as scorer:
+        want = scorer.score((x, 16000))
+    np.testing.assert_allclose(response.outputs["scores"][0], [want.scores[a] for a in AXES], atol=1e-4, rtol=0)
+    assert fake.calls and all(c["memory"] is not None and c["memory"].type == fake.TRITONSERVER_MEMORY_CPU
+                              for c in fake.calls)
+    assert max(c["batch"] for c in fake.calls) <= windows_per_call

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmmos.runtime.audio import decode, iter_windows, num_windows, prepare, to_mono
+from mmmos.runtime.audio import decode, prepare, to_mono
 from mmmos.runtime.errors import AudioError
+from mmmos.runtime.manifest import EncoderSpec
+from mmmos.runtime.windows import iter_windows, num_windows
 
 from ..audio_helpers import tone, write_zoo
 
@@ -83,12 +85,12 @@ def test_ogg_cut_short_is_an_error_not_a_score(tmp_path: Path) -> None:
 
 
 def test_window_rule_counts_lengths_and_weights() -> None:
-    sr, enc = 8000, [("a", 16000, 160000), ("b", 24000, 240000)]
-    assert num_windows(1, sr, 10.0) == 1
-    assert num_windows(80000, sr, 10.0) == 1  # exactly 10 s is one window
-    assert num_windows(80001, sr, 10.0) == 2
-    clip = prepare(tone(25.0, sr), sr, [16000, 24000], 10.0)
-    wins = list(iter_windows(clip, enc, 10.0))
+    sr, enc = 8000, [EncoderSpec("a", 16000, 160000), EncoderSpec("b", 24000, 240000)]
+    assert num_windows(1, sr) == 1
+    assert num_windows(80000, sr) == 1  # exactly 10 s is one window
+    assert num_windows(80001, sr) == 2
+    clip = prepare(tone(25.0, sr), sr, [16000, 24000])
+    wins = list(iter_windows(clip, enc))
     assert [w.index for w in wins] == [0, 1, 2]
     assert [round(w.weight, 6) for w in wins] == [1.0, 1.0, 0.5]
     assert wins[2].lengths == {"a": 80000, "b": 120000}
@@ -97,14 +99,14 @@ def test_window_rule_counts_lengths_and_weights() -> None:
 
 
 def test_tiny_and_silent_clips_are_padded_not_rejected() -> None:
-    clip = prepare(np.zeros(3, np.float32), 8000, [16000], 10.0)
-    (w,) = iter_windows(clip, [("a", 16000, 160000)], 10.0)
+    clip = prepare(np.zeros(3, np.float32), 8000, [16000])
+    (w,) = iter_windows(clip, [EncoderSpec("a", 16000, 160000)])
     assert 1 <= w.lengths["a"] <= 8 and w.weight > 0
 
 
 def test_96k_and_8k_resample_to_encoder_rate() -> None:
     for sr in (8000, 96000):
-        clip = prepare(tone(2.0, sr, freq=300.0), sr, [16000, 24000], 10.0)
+        clip = prepare(tone(2.0, sr, freq=300.0), sr, [16000, 24000])
         assert clip.per_rate[16000].size == 32000 and clip.per_rate[24000].size == 48000
         ref = tone(2.0, 16000, freq=300.0)
         # same tone after resampling (noise differs, so compare the correlation)

@@ -12,7 +12,8 @@ import pytest
 from mmmos.runtime import Bundle, Scorer
 from mmmos.runtime.backend_ort import OrtRunner
 from mmmos.runtime.backend_trt import engine_key, foreign_engine_dirs, matching_engine_dirs
-from mmmos.runtime.runner import create_pipeline
+from mmmos.runtime.backends import start_pipeline
+from mmmos.runtime.settings import ScorerSettings
 
 from ..audio_helpers import tone
 from ..bundle_factory import Params
@@ -29,12 +30,16 @@ def _gpu() -> bool:
     return err == cudart.cudaError_t.cudaSuccess and count > 0
 
 
+def _start(root: Path, backend: str, warn: object = None) -> object:
+    return start_pipeline(Bundle.load(root), ScorerSettings(backend=backend), warn=warn).pipeline  # type: ignore[arg-type]
+
+
 @pytest.mark.skipif(HAS_TRT, reason="checks the fallback when tensorrt is absent")
 def test_tensorrt_falls_back_with_one_line(bundle: tuple[Path, Params]) -> None:
     said: list[str] = []
-    pipe = create_pipeline(Bundle.load(bundle[0]), "tensorrt", warn=said.append)
+    pipe = _start(bundle[0], "tensorrt", said.append)
     assert pipe.name in ("ort-cpu", "ort-cuda") and len(said) == 1
-    assert "tensorrt" in said[0] and "mmmos[trt]" in said[0] and "\n" not in said[0]
+    assert "tensorrt" in said[0] and "mmmos[trt-cu12]" in said[0] and "\n" not in said[0]
     pipe.close()
 
 
@@ -44,27 +49,27 @@ def test_ort_cuda_without_provider_falls_back(bundle: tuple[Path, Params]) -> No
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed: no fallback to check")
     said: list[str] = []
-    pipe = create_pipeline(Bundle.load(bundle[0]), "ort-cuda", warn=said.append)
+    pipe = _start(bundle[0], "ort-cuda", said.append)
     assert pipe.name == "ort-cpu" and len(said) == 1 and "CUDA provider" in said[0]
     pipe.close()
 
 
 def test_auto_is_silent_unless_the_bundle_ships_engines(bundle: tuple[Path, Params], tmp_path: Path) -> None:
     said: list[str] = []
-    create_pipeline(Bundle.load(bundle[0]), "auto", warn=said.append).close()
+    _start(bundle[0], "auto", said.append).close()
     if HAS_TRT and _gpu():
         return
     assert said == []
     root = tmp_path / "b"
     shutil.copytree(bundle[0], root)
     (root / "engines" / "10.13.0.35-sm90-b1-8-32").mkdir(parents=True)
-    create_pipeline(Bundle.load(root), "auto", warn=said.append).close()
+    _start(root, "auto", said.append).close()
     assert len(said) == 1 and "tensorrt" in said[0]
 
 
 def test_unknown_backend(bundle: tuple[Path, Params]) -> None:
     with pytest.raises(ValueError, match="unknown backend"):
-        create_pipeline(Bundle.load(bundle[0]), "cuda")
+        _start(bundle[0], "cuda")
 
 
 def test_ort_runner_lifecycle(bundle: tuple[Path, Params]) -> None:

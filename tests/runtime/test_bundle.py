@@ -10,6 +10,7 @@ import pytest
 
 from mmmos.runtime.bundle import Bundle, default_bundle_dir, resolve_bundle_dir
 from mmmos.runtime.errors import BundleError, BundleNotFoundError, PrecisionError
+from mmmos.runtime.names import graph_key
 
 from ..bundle_factory import make_bundle
 
@@ -25,7 +26,7 @@ def test_loads_contract_fields(bundle: tuple[Path, object]) -> None:
     assert [e.name for e in b.encoders] == ["wavlm", "muq"]
     assert b.ensemble_inputs == ("wavlm_pooled", "muq_pooled") and b.n_members == 3
     assert b.untrained and b.window_seconds == 10.0
-    assert b.available_precisions() == ["fp32", "fp16"] and b.passed_precisions() == ["fp32"]
+    assert b.graph_keys() == ["fp32", "fp16"] and b.passed_keys() == ["fp32"]
 
 
 def test_checksum_mismatch_and_missing_file(bundle: tuple[Path, object], tmp_path: Path) -> None:
@@ -52,13 +53,47 @@ def test_unknown_format_version(bundle: tuple[Path, object], tmp_path: Path) -> 
 
 def test_precision_choice(bundle: tuple[Path, object]) -> None:
     b = Bundle.load(bundle[0])
-    assert b.check_precision("fp32") is None
+    assert b.choose_precision("fp32", "ort-cpu") == ("fp32", None)
     with pytest.raises(PrecisionError, match="unchecked"):
-        b.check_precision("fp16")
-    assert "warning" in (b.check_precision("fp16", force=True) or "")
+        b.choose_precision("fp16", "ort-cpu")
+    assert "warning" in (b.choose_precision("fp16", "ort-cpu", force=True)[1] or "")
     with pytest.raises(PrecisionError, match="not in bundle"):
-        b.check_precision("int8", force=True)
+        b.choose_precision("int8", "ort-cpu", force=True)
     assert b.ensemble_graph("fp16").name == "ensemble.fp32.onnx"  # ensemble falls back to fp32
+
+
+def test_auto_precision_is_fp16_on_a_gpu_only_when_it_passed(bundle: tuple[Path, object], tmp_path: Path) -> None:
+    b = Bundle.load(bundle[0])  # fp16 graphs, unchecked
+    assert b.choose_precision("auto", "tensorrt")[0] == "fp32"
+    root = _copy(bundle, tmp_path)
+    man = json.loads((root / "manifest.json").read_text())
+    man["precisions"]["fp16"] = {"status": "passed"}
+    (root / "manifest.json").write_text(json.dumps(man))
+    passed = Bundle.load(root)
+    assert passed.choose_precision("auto", "tensorrt")[0] == "fp16"  # what export builds engines for
+    assert passed.choose_precision("auto", "ort-cuda")[0] == "fp16"
+    assert passed.choose_precision("auto", "ort-cpu")[0] == "fp32"  # CPU kernels run fp16 no faster
+
+
+def test_int8_on_tensorrt_reads_the_symmetric_qdq_graphs(bundle: tuple[Path, object], tmp_path: Path) -> None:
+    root = _copy(bundle, tmp_path)
+    man = json.loads((root / "manifest.json").read_text())
+    for e in man["encoders"]:
+        e["graphs"]["int8"] = e["graphs"]["fp32"]  # stand-ins: only the keys matter here
+    man["precisions"]["int8"] = {"status": "passed"}
+    (root / "manifest.json").write_text(json.dumps(man))
+    b = Bundle.load(root)
+    assert b.choose_precision("int8", "ort-cpu")[0] == "int8"
+    with pytest.raises(PrecisionError, match=r"'int8-trt' graphs.*--trt-int8"):
+        b.choose_precision("int8", "tensorrt")  # ORT's uint8/zero-point graph would not parse in TensorRT
+    for e in man["encoders"]:
+        e["graphs"]["int8-trt"] = e["graphs"]["fp32"]
+    man["precisions"]["int8-trt"] = {"status": "passed"}
+    (root / "manifest.json").write_text(json.dumps(man))
+    b = Bundle.load(root)
+    assert b.choose_precision("int8", "tensorrt")[0] == "int8"
+    trt_graph = root / man["encoders"][0]["graphs"]["int8-trt"]
+    assert b.encoder_graph(b.encoders[0], graph_key("int8", "tensorrt")) == trt_graph
 
 
 def test_resolution_order(bundle: tuple[Path, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import typer
 from typer.testing import CliRunner
 
-from mmmos.runtime.cli import app
+from mmmos.runtime.cli import main, parse_args
+from mmmos.runtime.score_command import ScoreCommand
 
 from ..audio_helpers import tone, write_zoo
 from ..bundle_factory import Params
@@ -19,8 +21,18 @@ from ..bundle_factory import Params
 HAS_MP3 = "MP3" in sf.available_formats()
 
 
+_entry = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@_entry.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                  "help_option_names": []})
+def _mmmos_score(ctx: typer.Context) -> None:
+    """`mmmos-score` itself (parse_args + run), under CliRunner's captured stdin/stdout/stderr."""
+    main(list(ctx.args))
+
+
 def run(args: list[str], stdin: str | None = None) -> tuple[int, str, str]:
-    res = CliRunner().invoke(app, args, input=stdin)
+    res = CliRunner().invoke(_entry, args, input=stdin)
     if res.exception and not isinstance(res.exception, SystemExit):
         raise res.exception
     return res.exit_code, res.stdout, res.stderr
@@ -158,3 +170,16 @@ def test_shards_partition_the_inputs(bundle: tuple[Path, Params], audio: Path) -
         names.append({Path(r["path"]).name for r in _rows(out)})
     assert sum(len(n) for n in names) == 8 + HAS_MP3 and not (names[0] & names[1]) and not (names[1] & names[2])
     assert run(["a.wav", "-b", str(bundle[0]), "--shard", "3/3"])[0] == 2
+
+
+def test_parse_args_builds_settings_without_running(bundle: tuple[Path, Params], tmp_path: Path) -> None:
+    cmd = parse_args(["a.wav", "b/", "-b", str(bundle[0]), "--backend", "ort-cpu", "--precision", "int8",
+                      "--threads", "3", "--batch-size", "5", "-o", str(tmp_path / "s.csv"), "--shard", "1/4"])
+    assert isinstance(cmd, ScoreCommand) and cmd.inputs == ["a.wav", "b/"] and cmd.ray is None
+    s = cmd.settings
+    assert (s.bundle, s.backend, s.precision, s.threads, s.batch_size) == (str(bundle[0]), "ort-cpu", "int8", 3, 5)
+    assert cmd.output.format == "csv" and cmd.output.shard == (1, 4) and not (tmp_path / "s.csv").exists()
+    assert parse_args(["a.wav"]).settings.precision == "auto"
+    with pytest.raises(SystemExit) as info:
+        parse_args(["a.wav", "--precision", "fp64"])
+    assert info.value.code == 2
