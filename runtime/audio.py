@@ -138,11 +138,17 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+MAX_ABS_SAMPLE = 1000.0
+"""Largest sample magnitude scored: 60 dB above full scale. Float files may exceed 1.0 a little (mixes that
+clip), but a file far beyond it is corrupt or mis-scaled (integer PCM stored as float), and around 1e19 the
+front-ends' power spectra overflow float32 into Inf/NaN scores."""
+
+
 def validate(samples: np.ndarray, sample_rate: int) -> None:
     """Check that mono samples can be scored.
 
     Raises:
-        AudioError: empty, non-finite, or an unusable sample rate.
+        AudioError: empty, non-finite, far outside [-1, 1], or an unusable sample rate.
     """
     if int(sample_rate) <= 0:
         raise AudioError(f"invalid sample rate {sample_rate}")
@@ -151,6 +157,11 @@ def validate(samples: np.ndarray, sample_rate: int) -> None:
     bad = int(samples.size - np.count_nonzero(np.isfinite(samples)))
     if bad:
         raise AudioError(f"{bad} non-finite samples (NaN/Inf); the file is corrupt or not audio")
+    peak = float(np.max(np.abs(samples)))
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(f"samples reach {peak:.3g}, beyond the {MAX_ABS_SAMPLE:g} this scorer accepts (audio is "
+                         "expected in [-1, 1]); the file is corrupt or mis-scaled (integer PCM stored as float?): "
+                         "rescale it")
 
 
 def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -10,6 +10,10 @@ import numpy as np
 
 from .bundle import AXES
 
+NON_FINITE_SCORES = ("the model produced non-finite scores (NaN/Inf) for this input; its audio is probably extreme "
+                     "(check its level), or the bundle's graphs are broken")
+"""The error of an input whose scores came out NaN/Inf (every path that writes rows turns them into this)."""
+
 
 @dataclass
 class ScoreResult:
@@ -39,6 +43,19 @@ class ScoreResult:
     members: np.ndarray | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        # The last guard of every path that writes rows: finite scores or an error, never neither.
+        if self.error is not None:
+            return
+        values = [*(self.scores or {}).values(), *(self.std or {}).values()]
+        if self.scores is None or self.std is None:
+            self.error = "no scores were computed for this input"
+        elif not all(math.isfinite(v) for v in values):
+            self.error = NON_FINITE_SCORES
+        else:
+            return
+        self.scores, self.std, self.members = None, None, None
+
     @property
     def ok(self) -> bool:
         """True when the input was scored."""
@@ -52,17 +69,12 @@ class ScoreResult:
         if self.end_time is not None:
             row["end_time"] = self.end_time
         for a in AXES:
-            row[a] = None if self.scores is None else _num(self.scores[a])
-        row["std"] = None if self.std is None else {a: _num(self.std[a]) for a in AXES}
+            row[a] = None if self.scores is None else float(self.scores[a])
+        row["std"] = None if self.std is None else {a: float(self.std[a]) for a in AXES}
         row["duration_s"] = None if self.duration_s is None else round(self.duration_s, 6)
         row["windows"] = self.windows
         row["error"] = self.error
         return row
-
-
-def _num(v: float) -> float | None:
-    """A JSON-safe float (non-finite scores would make invalid JSON; they become null)."""
-    return float(v) if math.isfinite(v) else None
 
 
 @dataclass

@@ -39,12 +39,14 @@ def write_zoo(folder: Path) -> dict[str, str | None]:
     nan[10] = np.nan
     nan[20] = np.inf
     sf.write(folder / "nan.wav", nan, 16000, subtype="FLOAT")
+    # finite but enormous float samples: the front-ends' power would overflow to Inf and the scores to NaN
+    sf.write(folder / "huge.wav", np.full(16000, 1e30, np.float32), 16000, subtype="FLOAT")
     (folder / "folder.wav").mkdir()
     os.symlink(folder / "missing_target.wav", folder / "dangling.wav")
     (folder / "notes.txt").write_text("ignored by the folder walk")
     return {
         "good_stereo.wav": None, "good.flac": None,
         "empty.wav": "empty file", "truncated.wav": "truncated", "random.wav": "cannot decode",
-        "text.mp3": "cannot decode", "nan.wav": "non-finite", "folder.wav": "directory",
+        "text.mp3": "cannot decode", "nan.wav": "non-finite", "huge.wav": "mis-scaled", "folder.wav": "directory",
         "dangling.wav": "dangling symbolic link",
     }

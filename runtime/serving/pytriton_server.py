@@ -6,12 +6,15 @@ endpoints (`/v2/health/live`, `/v2/health/ready`), metrics and the dynamic batch
 
 - model `mmmos`: inputs `pcm` FP32 [-1] (mono samples, any rate) and `sample_rate` INT32 [1];
 - model `mmmos_file`: input `audio` BYTES [1] (an encoded file: wav, flac, ogg, mp3, ...);
-- both answer `scores` FP32 [4] and `std` FP32 [4] (axes PQ, PC, CE, CU) and `duration_s` FP32 [1].
+- both answer `scores` FP32 [4] and `std` FP32 [4] (axes PQ, PC, CE, CU), `duration_s` FP32 [1] and
+  `error` BYTES [1]: empty when the clip was scored, else the one-line reason (and NaN scores).
 
 Every request of a batch Triton hands over is scored in one `Scorer.score_iter` call, so windows of
-several requests share graph calls. A request that cannot be scored (bad rate, NaN, undecodable bytes)
-gets an error response; the server stays up. Triton batches only requests of equal shape, so a batch holds
-clips of one length (send fixed-length chunks for the best batching).
+several requests share graph calls. A clip that cannot be scored (bad rate, NaN, undecodable bytes) gets
+its own `error`; the other requests of the same dynamic batch get their scores. (PyTriton fails a whole
+batch when the inference callable raises, and has no per-request error response, hence the `error`
+output.) Triton batches only requests of equal shape, so a batch holds clips of one length (send
+fixed-length chunks for the best batching).
 
 pytriton is imported lazily; nothing here imports torch.
 """
@@ -50,6 +53,8 @@ from ..settings import ScorerSettings
 
 MODEL_PCM = "mmmos"
 MODEL_FILE = "mmmos_file"
+MIN_RATE, MAX_RATE = 1000, 768000
+"""Sample rates a `mmmos` request may declare (Hz)."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,6 @@ class ServeOptions:
     max_batch_size: int = 16
     max_queue_delay_us: int = 2000
     instances: int = 1
-
-
-class RequestError(ValueError):
-    """A request that cannot be scored; Triton turns it into an error response for that call."""
 
 
 def import_pytriton() -> Any:
@@ -99,16 +100,29 @@ def fix_python_backend_env() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *parts])
 
 
+def _vector(values: dict[str, float] | None) -> list[float]:
+    return [float("nan")] * len(AXES) if values is None else [values[a] for a in AXES]
+
+
 def _outputs(results: list[ScoreResult]) -> dict[str, np.ndarray]:
-    """Stack a request's results into its output arrays, or raise for the first failed one."""
-    for r in results:
-        if not r.ok or r.scores is None or r.std is None:
-            raise RequestError(f"cannot score the audio: {r.error}")
+    """One request's output arrays: scores, std and duration per clip, and each clip's error ("" when scored)."""
     return {
-        "scores": np.asarray([[r.scores[a] for a in AXES] for r in results], np.float32),
-        "std": np.asarray([[r.std[a] for a in AXES] for r in results], np.float32),
+        "scores": np.asarray([_vector(r.scores) for r in results], np.float32),
+        "std": np.asarray([_vector(r.std) for r in results], np.float32),
         "duration_s": np.asarray([[r.duration_s or 0.0] for r in results], np.float32),
+        "error": np.asarray([[(r.error or "").encode()] for r in results], dtype=object),
     }
+
+
+def _pcm_items(pcm: np.ndarray, rates: np.ndarray) -> list[InputItem]:
+    """The clips of one `mmmos` request; a row with an unusable rate carries its error instead of failing."""
+    items = []
+    for i in range(pcm.shape[0]):
+        rate = int(rates[i]) if i < rates.shape[0] else 0
+        ok = MIN_RATE <= rate <= MAX_RATE
+        items.append(InputItem(array=pcm[i], sample_rate=rate, error=None if ok else
+                               f"sample_rate must be between {MIN_RATE} and {MAX_RATE} Hz, got {rate}"))
+    return items
 
 
 class ServeScorer:
@@ -129,18 +143,9 @@ class ServeScorer:
         return out
 
     def infer_pcm(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
-        """Model `mmmos`: rows of `pcm` [b, N] float32 with `sample_rate` [b, 1]."""
-        per_request = []
-        for req in requests:
-            pcm = np.asarray(req["pcm"], dtype=np.float32)
-            rates = np.asarray(req["sample_rate"]).reshape(-1)
-            if pcm.ndim != 2 or rates.shape[0] != pcm.shape[0]:
-                raise RequestError(f"pcm must be [batch, samples] with one sample_rate per row; got {pcm.shape} "
-                                   f"and {rates.shape[0]} rates.")
-            bad = [int(r) for r in rates if not 1000 <= int(r) <= 768000]
-            if bad:
-                raise RequestError(f"sample_rate must be between 1000 and 768000 Hz, got {bad[0]}.")
-            per_request.append([InputItem(array=pcm[i], sample_rate=int(rates[i])) for i in range(pcm.shape[0])])
+        """Model `mmmos`: rows of `pcm` [b, N] float32 with `sample_rate` [b, 1] (Triton checked the shapes)."""
+        per_request = [_pcm_items(np.atleast_2d(np.asarray(req["pcm"], dtype=np.float32)),
+                                  np.asarray(req["sample_rate"]).reshape(-1)) for req in requests]
         return self._score(per_request)
 
     def infer_file(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
@@ -187,7 +192,7 @@ def run_server(opts: ServeOptions, warn: Callable[[str], None] | None = None) ->
     model_config = ModelConfig(max_batch_size=opts.max_batch_size,
                                batcher=DynamicBatcher(max_queue_delay_microseconds=opts.max_queue_delay_us))
     outputs = [Tensor(name="scores", dtype=np.float32, shape=(4,)), Tensor(name="std", dtype=np.float32, shape=(4,)),
-               Tensor(name="duration_s", dtype=np.float32, shape=(1,))]
+               Tensor(name="duration_s", dtype=np.float32, shape=(1,)), Tensor(name="error", dtype=bytes, shape=(1,))]
 
     def _stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # leaves the `with` below, which stops tritonserver and cleans its workspace
@@ -216,7 +221,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command(help="Serve the mmmos scorer on Triton Inference Server (PyTriton): HTTP and gRPC (KServe v2), "
              "dynamic batching, health at /v2/health/ready. Models: mmmos (pcm FP32 [-1] + sample_rate INT32 [1]) "
-             "and mmmos_file (audio BYTES [1]); outputs scores[4], std[4] (PQ, PC, CE, CU), duration_s[1].")
+             "and mmmos_file (audio BYTES [1]); outputs scores[4], std[4] (PQ, PC, CE, CU), duration_s[1], error[1].")
 def serve(
     bundle: BundleOption = None,
     backend: BackendOption = DEFAULTS.backend,

@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from mmmos.runtime.audio import prepare, to_mono
+from mmmos.runtime.errors import AudioError
 from mmmos.runtime.manifest import EncoderSpec
+from mmmos.runtime.results import NON_FINITE_SCORES
 from mmmos.runtime.windows import fold_windows, iter_windows
 
 RunWindows = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -44,7 +46,7 @@ def score_clip(pcm: np.ndarray, sample_rate: int, encoders: list[EncoderSpec], r
         (mean [4], std [4], duration_s), axes in AXES order.
 
     Raises:
-        AudioError: empty, non-finite or bad sample rate.
+        AudioError: empty, non-finite, far outside [-1, 1] or bad sample rate, or non-finite scores.
     """
     prep = prepare(to_mono(pcm), int(sample_rate), [e.sample_rate for e in encoders])
     windows = list(iter_windows(prep, encoders))
@@ -57,6 +59,8 @@ def score_clip(pcm: np.ndarray, sample_rate: int, encoders: list[EncoderSpec], r
             feeds[f"{e.name}_lengths"] = np.asarray([[w.lengths[e.name]] for w in chunk], np.int64)
         parts.append(np.asarray(run_windows(feeds), np.float32))  # [b, M, 4]
     folded = fold_windows(np.concatenate(parts), np.asarray([w.weight for w in windows]))
+    if not (np.isfinite(folded.mean).all() and np.isfinite(folded.std).all()):
+        raise AudioError(NON_FINITE_SCORES)  # an error response for this request, never NaN scores
     return folded.mean, folded.std, prep.duration_s
 
 

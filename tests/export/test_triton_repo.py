@@ -208,3 +208,14 @@ def test_python_model_asks_for_cpu_memory_and_batches_windows_as_configured(
     assert fake.calls and all(c["memory"] is not None and c["memory"].type == fake.TRITONSERVER_MEMORY_CPU
                               for c in fake.calls)
     assert max(c["batch"] for c in fake.calls) <= windows_per_call
+
+
+def test_python_model_answers_non_finite_scores_with_an_error(exported: tuple[Path, Path]) -> None:
+    from mmmos.runtime.errors import AudioError
+
+    bundle, _ = exported
+    with Scorer(bundle, backend="ort-cpu", threads=1) as scorer:
+        encoders = scorer.bundle.encoders
+    nan_run = lambda feeds: np.full((len(next(iter(feeds.values()))), 3, 4), np.nan, np.float32)  # noqa: E731
+    with pytest.raises(AudioError, match="non-finite"):
+        score_clip(np.zeros(16000, np.float32), 16000, encoders, nan_run)

@@ -133,3 +133,27 @@ def test_encode_matches_contract_and_run_ensemble(bundle: tuple[Path, Params]) -
     w24 = soxr.resample(x, 16000, 24000, quality="HQ")[:240000].astype(np.float32)
     ref = window_scores(p, {"wavlm": x[:160000], "muq": w24}, {"wavlm": 160000, "muq": 240000})
     np.testing.assert_allclose(scores[0], ref, atol=1e-4)
+
+
+def test_non_finite_model_output_becomes_an_error_never_a_null_row(bundle: tuple[Path, Params]) -> None:
+    # The last guard: whatever makes the graphs produce NaN/Inf, the row says so instead of carrying nulls.
+    with _scorer(bundle) as s:
+        run = s.pipeline.run
+
+        def nan_run(*args: Any, **kwargs: Any) -> Any:
+            feats, out = run(*args, **kwargs)
+            return feats, (np.full_like(out[0], np.nan), out[1], out[2])
+
+        s.pipeline.run = nan_run  # type: ignore[method-assign]
+        bad, = s.score([(tone(2.0, 16000), 16000)])
+    assert bad.error is not None and "non-finite" in bad.error and bad.scores is None
+    row = bad.to_row()
+    assert row["error"] and row["PQ"] is None
+
+
+def test_a_score_result_is_finite_scores_or_an_error() -> None:
+    nan = ScoreResult(path="x", scores={a: float("nan") for a in AXES}, std={a: 0.0 for a in AXES})
+    assert nan.error is not None and nan.scores is None and not nan.ok
+    assert ScoreResult(path="y").error == "no scores were computed for this input"
+    fine = ScoreResult(path="z", scores={a: 1.0 for a in AXES}, std={a: 0.0 for a in AXES})
+    assert fine.ok and fine.to_row()["PQ"] == 1.0

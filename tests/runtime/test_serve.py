@@ -1,5 +1,5 @@
-"""`mmmos-serve` on Triton (PyTriton): concurrent tritonclient requests score like `mmmos-score`, bad requests
-get errors while the server stays up, and the server stops on SIGTERM.
+"""`mmmos-serve` on Triton (PyTriton): concurrent tritonclient requests score like `mmmos-score`, a bad request
+gets its own error without failing the requests batched with it, the server stays up and stops on SIGTERM.
 
 PyTriton caps numpy<2, so CI installs it in a separate environment and names its interpreter in
 $MMMOS_SERVE_PYTHON; the server runs there and this test talks to it over loopback with tritonclient.
@@ -32,6 +32,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from mmmos.runtime.cli import main as score_main  # noqa: E402
 
 AXES = ("PQ", "PC", "CE", "CU")
+OUTPUTS = ("scores", "std", "duration_s", "error")
 
 
 def _serve_python() -> str:
@@ -63,7 +64,7 @@ def server(bundle: tuple[Path, object], tmp_path: Path):
     cmd = [py, "-m", "mmmos.runtime.serving.pytriton_server", "--bundle", str(bundle[0]), "--backend", "ort-cpu",
            "--threads", "1",
            "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-           "--max-batch-size", "8", "--max-queue-delay-us", "20000"]
+           "--max-batch-size", "8", "--max-queue-delay-us", "100000"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
@@ -79,7 +80,7 @@ def server(bundle: tuple[Path, object], tmp_path: Path):
             if time.monotonic() > deadline:
                 pytest.fail(f"mmmos-serve not ready in time:\n{(tmp_path / 'serve.log').read_text()[-4000:]}")
             time.sleep(0.5)
-        yield http_port, grpc_port, proc
+        yield http_port, grpc_port, proc, metrics_port
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -99,7 +100,7 @@ def _pcm_request(grpc_port: int, pcm: np.ndarray, sr: int, dtype: str = "FP32") 
         inputs[0].set_data_from_numpy(x)
         inputs[1].set_data_from_numpy(np.array([[sr]], np.int32))
         res = c.infer("mmmos", inputs, client_timeout=60)
-        return {k: res.as_numpy(k)[0] for k in ("scores", "std", "duration_s")}
+        return {k: res.as_numpy(k)[0] for k in OUTPUTS}
 
 
 def _file_request(http_port: int, data: bytes) -> dict[str, np.ndarray]:
@@ -107,12 +108,16 @@ def _file_request(http_port: int, data: bytes) -> dict[str, np.ndarray]:
     inp = httpclient.InferInput("audio", [1, 1], "BYTES")
     inp.set_data_from_numpy(np.array([[data]], dtype=object), binary_data=True)
     res = c.infer("mmmos_file", [inp])
-    return {k: res.as_numpy(k)[0] for k in ("scores", "std", "duration_s")}
+    return {k: res.as_numpy(k)[0] for k in OUTPUTS}
+
+
+def _error(out: dict[str, np.ndarray]) -> str:
+    return bytes(out["error"][0]).decode()
 
 
 @pytest.mark.slow
 def test_serve_scores_concurrent_requests_like_mmmos_score(server, bundle, tmp_path: Path) -> None:
-    http_port, grpc_port, proc = server
+    http_port, grpc_port, proc, _ = server
     rng = np.random.default_rng(7)
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -145,6 +150,7 @@ def test_serve_scores_concurrent_requests_like_mmmos_score(server, bundle, tmp_p
     assert len(results) == 36
     for p, out in results:
         w = want[str(p)]
+        assert _error(out) == ""
         np.testing.assert_allclose(out["scores"], [w[a] for a in AXES], atol=1e-5, rtol=0)
         np.testing.assert_allclose(out["std"], [w["std"][a] for a in AXES], atol=1e-5, rtol=0)
         assert abs(float(out["duration_s"][0]) - w["duration_s"]) < 1e-4
@@ -153,17 +159,19 @@ def test_serve_scores_concurrent_requests_like_mmmos_score(server, bundle, tmp_p
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=10) as r:
         assert r.status == 200
 
-    # Malformed requests get errors; the next good request still succeeds.
+    # A request Triton itself rejects (wrong dtype) gets an error response; clips the model cannot score get their
+    # own `error` and NaN scores; the next good request still succeeds.
     good_x, good_sr = sf.read(files[0], dtype="float32")
+    with pytest.raises(InferenceServerException):
+        _pcm_request(grpc_port, good_x, good_sr, dtype="FP64")
     bad_calls = [
-        lambda: _pcm_request(grpc_port, good_x, good_sr, dtype="FP64"),  # wrong dtype: Triton rejects it
-        lambda: _pcm_request(grpc_port, np.full(1000, np.nan, np.float32), 16000),  # NaN audio
-        lambda: _pcm_request(grpc_port, good_x, 0),  # impossible sample rate
-        lambda: _file_request(http_port, b"definitely not audio"),  # undecodable bytes
+        (lambda: _pcm_request(grpc_port, np.full(1000, np.nan, np.float32), 16000), "non-finite"),  # NaN audio
+        (lambda: _pcm_request(grpc_port, good_x, 0), "sample_rate"),  # impossible sample rate
+        (lambda: _file_request(http_port, b"definitely not audio"), "not recognised"),  # undecodable bytes
     ]
-    for bad in bad_calls:
-        with pytest.raises(InferenceServerException):
-            bad()
+    for bad, needle in bad_calls:
+        out = bad()
+        assert needle in _error(out) and np.isnan(out["scores"]).all()
         again = _pcm_request(grpc_port, good_x, good_sr)
         np.testing.assert_allclose(again["scores"], [want[str(files[0])][a] for a in AXES], atol=1e-5, rtol=0)
     assert proc.poll() is None
@@ -171,6 +179,61 @@ def test_serve_scores_concurrent_requests_like_mmmos_score(server, bundle, tmp_p
     # Stopping: SIGTERM ends the server (and its tritonserver child) cleanly.
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) is not None
+
+
+def _batched_away(metrics_port: int) -> float:
+    """Requests Triton served without an execution of their own, i.e. inside a batch of several (Prometheus
+    metrics: inferences minus executions over the two models)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        for name, sign in (("nv_inference_count{", 1.0), ("nv_inference_exec_count{", -1.0)):
+            if line.startswith(name) and ('model="mmmos"' in line or 'model="mmmos_file"' in line):
+                total += sign * float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.slow
+def test_one_bad_request_never_fails_the_others_in_its_batch(server, bundle, tmp_path: Path) -> None:
+    http_port, grpc_port, proc, metrics_port = server
+    rng = np.random.default_rng(11)
+    n = 16000 * 3  # one shape for every request, so that Triton's dynamic batcher may put them together
+    good = [(0.1 * rng.standard_normal(n)).astype(np.float32) for _ in range(5)]
+    clips = tmp_path / "good"
+    clips.mkdir()
+    for i, x in enumerate(good):
+        sf.write(clips / f"g{i}.wav", x, 16000, subtype="FLOAT")
+    ref = tmp_path / "ref.jsonl"
+    with pytest.raises(SystemExit):
+        score_main([str(clips), "--bundle", str(bundle[0]), "--backend", "ort-cpu", "-o", str(ref), "-q"])
+    want = {Path(r["path"]).name: r for r in map(json.loads, ref.read_text().splitlines())}
+    pcm_jobs = [(f"g{i}.wav", x, 16000) for i, x in enumerate(good)]
+    pcm_jobs += [("nan", np.full(n, np.nan, np.float32), 16000), ("rate0", good[0], 0),
+                 ("huge", np.full(n, 1e30, np.float32), 16000)]
+    wav = (clips / "g0.wav").read_bytes()
+    file_jobs = [("g0.wav", wav), ("bytes", b"definitely not audio"), ("g0.wav", wav), ("empty", b"RIFF")]
+    before = _batched_away(metrics_port)
+
+    def call(job: tuple) -> tuple[str, dict[str, np.ndarray]]:
+        if len(job) == 3:
+            return job[0], _pcm_request(grpc_port, job[1], job[2])
+        return job[0], _file_request(http_port, job[1])
+
+    for _ in range(3):  # bursts inside one batching window (100 ms), until Triton batched some together
+        with ThreadPoolExecutor(max_workers=len(pcm_jobs) + len(file_jobs)) as pool:
+            results = list(pool.map(call, pcm_jobs + file_jobs))
+        for name, out in results:
+            if name in want:
+                assert _error(out) == "", (name, _error(out))
+                np.testing.assert_allclose(out["scores"], [want[name][a] for a in AXES], atol=1e-5, rtol=0)
+            else:
+                assert _error(out) and np.isnan(out["scores"]).all(), (name, out)
+        if _batched_away(metrics_port) > before:
+            break
+    else:
+        pytest.fail("Triton never batched the concurrent requests together; the test proved nothing")
+    assert proc.poll() is None
 
 
 def test_serve_without_pytriton_names_the_extra(bundle, capsys: pytest.CaptureFixture[str]) -> None:
