@@ -280,5 +280,5 @@ class Bundle:
         return self.root / self.ensemble_graphs.get(key, self.ensemble_graphs.get("fp32", ""))
 
     def engines_dir(self) -> Path:
-        """Folder of the TensorRT plans shipped with the bundle (`engines/<key>/<graph>-<sha>.plan`)."""
+        """Folder of the TensorRT plans shipped with the bundle (`engines/<key>/<graph stem>.<sha16>.plan`)."""
         return self.root / ENGINES_DIR

@@ -11,9 +11,15 @@ import pytest
 
 from mmmos.runtime import Bundle, Scorer
 from mmmos.runtime.backend_ort import OrtRunner
-from mmmos.runtime.backend_trt import engine_key, foreign_engine_dirs, matching_engine_dirs
 from mmmos.runtime.backends import start_pipeline
 from mmmos.runtime.settings import ScorerSettings
+from mmmos.runtime.trt_engine import (
+    BatchProfile,
+    engine_key,
+    foreign_engine_dirs,
+    matching_engine_dirs,
+    parse_engine_key,
+)
 
 from ..audio_helpers import tone
 from ..bundle_factory import Params
@@ -82,25 +88,25 @@ def test_ort_runner_lifecycle(bundle: tuple[Path, Params]) -> None:
     assert not r.is_active and r.session is None
 
 
-def test_engine_keys_match_the_exporter_and_pick_a_fitting_profile(tmp_path: Path) -> None:
-    key = engine_key("10.13.3.9", (9, 0), (1, 8, 32))
+def test_engine_keys_and_a_fitting_profile(tmp_path: Path) -> None:
+    key = engine_key("10.13.3.9", (9, 0), BatchProfile(1, 8, 32))
     assert key == "10.13.3.9-sm90-b1-8-32"
-    if importlib.util.find_spec("mmmos.export.tensorrt_build") is not None:
-        tb = pytest.importorskip("mmmos.export.tensorrt_build")
-        assert tb.engine_key("10.13.3.9", (9, 0), tb.BatchProfile(1, 8, 32)) == key
+    assert parse_engine_key(key) == ("10.13.3.9-sm90", BatchProfile(1, 8, 32))
+    assert parse_engine_key("11.4.0.106-sm120-b1-4-8") == ("11.4.0.106-sm120", BatchProfile(1, 4, 8))
+    assert parse_engine_key("timing.cache") is None and parse_engine_key("10.1-sm90-b8-4-2") is None
     for name in ("10.13.3.9-sm90-b1-8-32", "10.13.3.9-sm90-b1-4-8", "10.13.3.9-sm90-b2-8-64",
                  "10.13.3.9-sm86-b1-8-32", "11.4.0.106-sm90-b1-8-32"):
         (tmp_path / name).mkdir()
-    got = matching_engine_dirs([tmp_path, tmp_path / "absent"], "10.13.3.9", (9, 0), 8)
+    got = matching_engine_dirs([tmp_path, tmp_path / "absent"], "10.13.3.9-sm90", 8)
     assert [d.name for d in got] == ["10.13.3.9-sm90-b1-4-8", "10.13.3.9-sm90-b1-8-32"]
-    assert [d.name for d in matching_engine_dirs([tmp_path], "10.13.3.9", (9, 0), 16)] == ["10.13.3.9-sm90-b1-8-32"]
-    assert foreign_engine_dirs([tmp_path], "10.13.3.9", (9, 0)) == ["10.13.3.9-sm86-b1-8-32", "11.4.0.106-sm90-b1-8-32"]
+    assert [d.name for d in matching_engine_dirs([tmp_path], "10.13.3.9-sm90", 16)] == ["10.13.3.9-sm90-b1-8-32"]
+    assert foreign_engine_dirs([tmp_path], "10.13.3.9-sm90") == ["10.13.3.9-sm86-b1-8-32", "11.4.0.106-sm90-b1-8-32"]
 
 
 @pytest.mark.trt
 @pytest.mark.gpu
 @pytest.mark.skipif(not _gpu(), reason="no CUDA GPU visible through cuda-bindings")
-@pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not installed (pip install 'mmmos[trt]' on an NVIDIA GPU)")
+@pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not installed (mmmos[trt-cu12] or [trt-cu13], NVIDIA GPU)")
 def test_tensorrt_builds_engines_and_matches_ort(bundle: tuple[Path, Params], tmp_path: Path) -> None:
     root = tmp_path / "b"
     shutil.copytree(bundle[0], root)
@@ -112,7 +118,7 @@ def test_tensorrt_builds_engines_and_matches_ort(bundle: tuple[Path, Params], tm
         assert trt.backend == "tensorrt", said
         got = trt.score(clips)
         (enc,) = trt.encode([clips[1]])
-    assert any((root / "engines").rglob("*.plan"))
+    assert any((tmp_path / "cache" / "engines").rglob("*.plan"))  # built into the user cache folder
     for g, w in zip(got, want, strict=True):
         assert g.scores and w.scores
         np.testing.assert_allclose(list(g.scores.values()), list(w.scores.values()), atol=1e-3)
