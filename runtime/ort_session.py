@@ -75,8 +75,9 @@ def make_session(graph: str | Path | bytes, device: Device = "cpu", threads: int
         raise BackendUnavailableError(f"onnxruntime cannot load {name}: {exc}") from None
     # onnxruntime-gpu without CUDA libraries logs an error and silently runs on CPU: refuse that.
     if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
-        raise BackendUnavailableError("the CUDA provider failed to load (CUDA/cuDNN libraries or GPU missing); "
-                                      "install mmmos[gpu] (onnxruntime-gpu with its CUDA and cuDNN wheels)")
+        raise BackendUnavailableError("the CUDA provider failed to load (CUDA/cuDNN libraries, driver or GPU missing); "
+                                      "install mmmos[gpu] (onnxruntime-gpu with its CUDA and cuDNN wheels), or "
+                                      "mmmos[gpu-cu12] on an NVIDIA driver older than 580")
     return session
 
 
