@@ -25,7 +25,7 @@ from mmmos.export.mixed_precision import convert_to_mixed_fp16, fp16_summary
 from mmmos.export.onnx_export import export_encoder, export_ensemble, save_model
 from mmmos.export.op_allowlist import load_allowlist
 from mmmos.export.parity import GraphSet, parity_report, probe_inputs, run_onnx, run_torch, run_torch_ensemble
-from mmmos.export.tensorrt_build import BatchProfile, build_engines
+from mmmos.export.tensorrt_build import BatchProfile, build_engines, fp16_graphs
 from mmmos.models.ensemble import Ensemble, FlatEnsemble
 from mmmos.models.fusion import PooledEncoder
 from mmmos.models.members import Member
@@ -245,10 +245,7 @@ def export_bundle(
         raise ExportCheckError("export checks failed (see report.json): " + " | ".join(failed))
 
     if trt is not False and fp16:
-        report["tensorrt"] = build_engines(
-            out, [g for e in [*encoders, ensemble_entry] if e for g in [e["graphs"]["fp16"]]],
-            profile or BatchProfile(), log,
-        )
+        report["tensorrt"] = build_engines(out, fp16_graphs(encoders, ensemble_entry), profile or BatchProfile(), log)
     else:
         report["tensorrt"] = {"status": "skipped", "reason": "--no-trt" if trt is False else "no fp16 graphs"}
     report["status"] = "passed"
