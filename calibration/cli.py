@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .reports import DEFAULT_THRESHOLDS, Thresholds
+from mmmos.runtime.precision_gate import DEFAULT_THRESHOLDS, Thresholds
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -17,9 +17,11 @@ def calibrate(
     data: Path = typer.Argument(..., help="Real audio: a folder, or a manifest (CSV/JSONL/TSV/JSON/txt list)."),
     max_files: int | None = typer.Option(None, "--max-files", "-n", help="Use at most N files of DATA."),
     fp16_max_abs: float = typer.Option(DEFAULT_THRESHOLDS["fp16"].max_abs, help="fp16: max abs diff per axis."),
-    fp16_min_srcc: float = typer.Option(DEFAULT_THRESHOLDS["fp16"].min_srcc, help="fp16: min SRCC per axis."),
+    fp16_min_srcc: float = typer.Option(
+        DEFAULT_THRESHOLDS["fp16"].min_srcc, help="fp16: min SRCC per axis (where the files can be ranked)."),
     int8_max_abs: float = typer.Option(DEFAULT_THRESHOLDS["int8"].max_abs, help="int8: max abs diff per axis."),
-    int8_min_srcc: float = typer.Option(DEFAULT_THRESHOLDS["int8"].min_srcc, help="int8: min SRCC per axis."),
+    int8_min_srcc: float = typer.Option(
+        DEFAULT_THRESHOLDS["int8"].min_srcc, help="int8: min SRCC per axis (where the files can be ranked)."),
     int8: bool = typer.Option(True, "--int8/--no-int8",
                               help="Write INT8 encoder graphs first (static QDQ, per-channel weights, ORT CPU)."),
     calib_method: str = typer.Option("minmax", help="INT8 range calibration: minmax, entropy or percentile."),
@@ -53,8 +55,9 @@ def calibrate(
         typer.echo(f"mmmos-calibrate: {exc}", err=True)
         raise typer.Exit(2) from None
     for p, rep in block["precisions"].items():
+        srcc = "not ranked (set too narrow)" if rep["srcc"] is None else f"{rep['srcc']:.4g}"
         typer.echo(f"{p}\t{rep['status']}\tmax_abs={rep['max_abs']:.4g}\tmean_abs={rep['mean_abs']:.4g}"
-                   f"\tsrcc={rep['srcc']:.4g}")
+                   f"\tsrcc={srcc}")
     if bench:
         from .bench import bench_bundle, format_table
 

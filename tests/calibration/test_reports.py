@@ -7,16 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mmmos.calibration.reports import (
-    Thresholds,
-    compare,
-    judge,
-    precision_entry,
-    precision_report,
-    rankdata,
-    spearman,
-    thresholds_for,
-)
+from mmmos.calibration.reports import precision_entry, precision_report
+from mmmos.runtime.precision_gate import Thresholds, compare, judge, rankdata, spearman, thresholds_for
 
 
 def test_rankdata_averages_ties() -> None:
@@ -42,16 +34,17 @@ def test_compare_and_judge() -> None:
     other = ref.copy()
     other[0, 2] += 0.2  # CE is off by 0.2 on one file, ranks unchanged
     per_axis = compare(ref, other)
-    assert per_axis["CE"]["max_abs"] == pytest.approx(0.2)
-    assert per_axis["PQ"]["max_abs"] == 0.0
-    assert per_axis["CE"]["srcc"] == pytest.approx(1.0)
-    ok, reasons = judge(per_axis, Thresholds(max_abs=0.15, min_srcc=0.98))
+    assert per_axis["CE"].max_abs == pytest.approx(0.2)
+    assert per_axis["PQ"].max_abs == 0.0
+    assert per_axis["CE"].srcc == pytest.approx(1.0)
+    ok, reasons, unranked = judge(per_axis, Thresholds(max_abs=0.15, min_srcc=0.98))
     assert not ok and len(reasons) == 1 and reasons[0].startswith("CE: max abs")
     assert judge(per_axis, Thresholds(max_abs=0.25, min_srcc=0.98))[0]
+    assert unranked == []  # 10 clips 0.9 apart: spread far beyond the differences on every axis
 
 
 def test_nan_never_passes() -> None:
-    per_axis = {"PQ": {"max_abs": float("nan"), "mean_abs": 0.0, "srcc": 1.0}}
+    per_axis = compare(np.zeros((3, 4)), np.full((3, 4), np.nan))
     assert not judge(per_axis, Thresholds(1.0, 0.0))[0]
 
 
@@ -75,3 +68,27 @@ def test_threshold_defaults_and_overrides() -> None:
 def test_compare_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"\[F, 4\]"):
         compare(np.zeros((3, 4)), np.zeros((3, 3)))
+
+
+def test_rank_is_judged_only_where_fp32_scores_have_an_order() -> None:
+    # 19 clips whose fp32 scores span less than int8's own noise (the full random bundle on real clips: max abs
+    # 0.0097, Spearman 0.954 on PC): the old rule refused int8 on a rank no precision could keep.
+    rng = np.random.default_rng(4)
+    ref = 5.0 + 0.004 * rng.standard_normal((19, 4))
+    other = ref + np.clip(0.003 * rng.standard_normal((19, 4)), -0.0097, 0.0097)
+    block = precision_report("int8", ref, other, thresholds_for("int8"), {})
+    assert block["status"] == "passed" and block["too_narrow_to_rank"] == ["PQ", "PC", "CE", "CU"]
+    assert block["srcc"] is None and min(m["srcc"] for m in block["per_axis"].values()) < 0.98
+    # A set spread far beyond the noise is ranked, and a real distortion of its order fails there.
+    spread = np.tile(np.linspace(1, 9, 40)[:, None], (1, 4))
+    noisy = spread + 0.01 * rng.standard_normal(spread.shape)
+    ranked = precision_report("int8", spread, noisy, thresholds_for("int8"), {})
+    assert ranked["status"] == "passed" and ranked["too_narrow_to_rank"] == [] and ranked["srcc"] > 0.99
+    # Two far-apart groups (speech and music, say): ranked, and an order reversed inside each group fails on PC
+    # although no score moved by more than 0.02.
+    groups = np.concatenate([3.0 + 0.001 * np.arange(20), 7.0 + 0.001 * np.arange(20)])
+    ref2 = np.tile(groups[:, None], (1, 4))
+    other2 = ref2.copy()
+    other2[:, 1] = np.concatenate([groups[:20][::-1], groups[20:][::-1]])
+    bad = precision_report("int8", ref2, other2, thresholds_for("int8"), {})
+    assert bad["status"] == "failed" and bad["reasons"] == [f"PC: SRCC {bad['per_axis']['PC']['srcc']:.4g} < 0.98"]
