@@ -57,20 +57,22 @@ def make_int8_graphs(
     """Quantize every encoder's fp32 graph into ``<name>.int8.onnx`` (and ``.int8-trt.onnx`` when asked).
 
     Sets ``graphs["int8"]`` (and ``graphs["int8-trt"]``) in the manifest's encoder entries; the ensemble
-    keeps its fp32 graph. Returns the quantization report (per encoder, and whether the TensorRT variant was
-    written or why not) and the files written.
+    keeps its fp32 graph. Where TensorRT and a GPU are usable, the ``int8-trt`` graphs' plans are built into the
+    bundle's ``engines/`` by the runtime's engine module. Returns the quantization report (per encoder, whether
+    the TensorRT variant was written or why not, and its engines) and the files written (plans are not listed:
+    they are keyed by graph hash).
     """
     encoders: dict = {}
     written: list[str] = []
-    trt_int8, why = opts.trt_int8, None
-    if trt_int8 is None:
-        from .int8_trt import trt_unavailable_reason
+    from mmmos.runtime.trt_engine import unavailable_reason
 
-        why = trt_unavailable_reason()
-        trt_int8 = why is None
-        if why is not None:
-            log(f"int8-trt: skipped: {why}")
-    info: dict = {"encoders": encoders, "tensorrt": {"written": bool(trt_int8), "skipped": why}}
+    why = unavailable_reason()  # the one GPU probe: TensorRT INT8 graphs by default, and their plans, need it
+    trt_int8 = why is None if opts.trt_int8 is None else opts.trt_int8
+    if not trt_int8 and why is not None:
+        log(f"int8-trt: skipped: {why}")
+    info: dict = {"encoders": encoders,
+                  "tensorrt": {"written": bool(trt_int8), "skipped": None if trt_int8 else why or "--no-trt-int8"}}
+    trt_graphs: list[str] = []
     for enc in manifest["encoders"]:
         name = enc["name"]
         src = bundle / enc["graphs"]["fp32"]
@@ -87,17 +89,23 @@ def make_int8_graphs(
         log(f"int8: {name}: {len(res.quantized)} nodes quantized (static QDQ), "
             f"{len(res.kept_frontend)} front-end kept fp32 -> {res.output.name}")
         if trt_int8:
-            from .int8_trt import write_calibration_cache, write_trt_qdq
+            from .int8_trt import write_trt_qdq
 
             trt = write_trt_qdq(src, bundle / f"{name}.int8-trt.onnx", feeds, method=opts.int8_method,
                                 exclude_patterns=opts.exclude_patterns, include_conv=opts.include_conv)
             enc["graphs"][INT8_TRT] = trt.output.name
             written += graph_files(bundle, trt.output.name)
-            table = write_calibration_cache(src, feeds, bundle / "trt_calibration" / name)
-            rel = [str(p.relative_to(bundle)) for p in sorted(table.parent.iterdir()) if p.is_file()]
-            written += rel
-            encoders[name][INT8_TRT] = {**trt.to_dict(), "calibration_table": str(table.relative_to(bundle))}
+            trt_graphs.append(trt.output.name)
+            encoders[name][INT8_TRT] = trt.to_dict()
             log(f"int8-trt: {name}: symmetric QDQ graph for TensorRT -> {trt.output.name}")
+    if trt_graphs and why is not None:
+        info["tensorrt"]["engines"] = {"status": "skipped", "reason": why}  # graphs forced on a machine without GPU
+    elif trt_graphs:
+        from .int8_trt import build_int8_plans
+
+        # the ensemble runs its fp32 graph under int8 (as under fp16 from mmmos-export: that plan is kept)
+        ensemble = (manifest.get("ensemble") or {}).get("graphs", {}).get("fp32")
+        info["tensorrt"]["engines"] = build_int8_plans(bundle, trt_graphs + ([ensemble] if ensemble else []), log)
     return info, written
 
 
@@ -153,8 +161,8 @@ def calibrate_bundle(
         block["precisions"][p] = rep
         manifest["precisions"][p] = reports.precision_entry(rep, checked)
         why = "" if rep["status"] == "passed" else " (" + "; ".join(rep["reasons"]) + ")"
-        log(f"{p}: {rep['status']}: max abs {rep['max_abs']:.4g}, mean abs {rep['mean_abs']:.4g}, "
-            f"min SRCC {rep['srcc']:.4g}{why}")
+        rank = "not ranked: the set is too narrow" if rep["srcc"] is None else f"min SRCC {rep['srcc']:.4g}"
+        log(f"{p}: {rep['status']}: max abs {rep['max_abs']:.4g}, mean abs {rep['mean_abs']:.4g}, {rank}{why}")
     block["fp32_scores"] = {"files": [c.path for c in clips], "mean": reference.round(5).tolist()}
 
     targets = opts.targets

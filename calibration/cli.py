@@ -33,7 +33,7 @@ def calibrate(
     exclude: list[str] = typer.Option([], help="Regex of node names to keep fp32 (repeatable)."),
     trt_int8: bool | None = typer.Option(
         None, "--trt-int8/--no-trt-int8",
-        help="TensorRT INT8 QDQ graph + calibration table (default: only where tensorrt and a GPU exist)."),
+        help="TensorRT INT8 QDQ graph (+ its plans where TensorRT and a GPU exist; default: only there)."),
     targets: Path | None = typer.Option(None, help="Labelled training manifest for target statistics."),
     threads: int = typer.Option(0, help="ORT intra-op threads (0 = ORT's default)."),
     bench: bool = typer.Option(False, help="Afterwards, time fp32 vs the other precisions' encoder graphs."),

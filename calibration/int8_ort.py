@@ -206,6 +206,7 @@ def quantize_encoder(
     symmetric_activations: bool = False,
     exclude_patterns: Sequence[str] = (),
     include_conv: bool = False,
+    quantize_bias: bool = True,
 ) -> QuantResult:
     """Quantize one fp32 encoder graph's body to INT8 and write it to ``dst``.
 
@@ -213,6 +214,8 @@ def quantize_encoder(
     needs) calibrated on ``reader``, int8 weights per output channel. ``mode="dynamic"``: int8 weights,
     activations quantized at run time (no reader needed). ``reduce_range`` is for CPUs without VNNI.
     ``include_conv`` also quantizes the body's Conv nodes (front-end convs stay fp32 either way).
+    ``quantize_bias=False`` (static QDQ only) keeps Conv/Gemm biases float instead of int32 + DequantizeLinear,
+    which TensorRT's ONNX parser rejects.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -237,7 +240,7 @@ def quantize_encoder(
         reader.rewind()
         act = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
         extra = {"MatMulConstBOnly": True, "ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
-                 "CalibTensorRangeSymmetric": symmetric_activations,
+                 "CalibTensorRangeSymmetric": symmetric_activations, "QuantizeBias": quantize_bias,
                  # not "CalibMaxIntermediateOutputs": ORT 1.32's MinMax calibrator drops, not merges, each chunk.
                  # MinMax keeps only per-window ReduceMin/ReduceMax outputs, so memory stays small without it.
                  # nn.Linear exports as MatMul(x, W^T): W^T is [in, out], so output channels are axis 1
@@ -249,7 +252,8 @@ def quantize_encoder(
                             weight_type=QuantType.QInt8, use_external_data_format=large,
                             calibrate_method=_calibration_method(method), extra_options=extra)
         settings.update({"activations": "int8 symmetric" if symmetric_activations else "uint8",
-                         "calibration": method, "calibration_windows": len(reader), "format": "QDQ"})
+                         "calibration": method, "calibration_windows": len(reader), "format": "QDQ",
+                         "quantize_bias": quantize_bias})
     else:
         raise ValueError(f"unknown INT8 mode {mode!r}; use 'static' or 'dynamic'.")
     return QuantResult(dst, mode, body, frontend, settings)

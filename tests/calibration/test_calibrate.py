@@ -80,10 +80,10 @@ def test_calibrate_writes_int8_report_and_statuses(bundle: Path, pristine: tuple
         assert (bundle / enc["graphs"]["int8"]).is_file()
         assert enc["graphs"]["int8"] in man["files"]
         assert block["int8"]["encoders"][enc["name"]]["int8"]["n_quantized"] > 0
-    from mmmos.calibration.int8_trt import trt_unavailable_reason
+    from mmmos.runtime.trt_engine import unavailable_reason
 
-    if trt_unavailable_reason() is not None:  # no TensorRT/GPU: the TensorRT INT8 variant is skipped, with a reason
-        assert block["int8"]["tensorrt"] == {"written": False, "skipped": trt_unavailable_reason()}
+    if unavailable_reason() is not None:  # no TensorRT/GPU: the TensorRT INT8 variant is skipped, with a reason
+        assert block["int8"]["tensorrt"] == {"written": False, "skipped": unavailable_reason()}
         assert all("int8-trt" not in e["graphs"] for e in man["encoders"])
     assert "int8" not in man["ensemble"]["graphs"]  # heads stay fp32
     assert man["precisions"]["fp32"]["status"] == "passed"
@@ -112,12 +112,16 @@ def test_failed_precision_is_refused_unless_forced(bundle: Path, pristine: tuple
     opts = CalibrationOptions(thresholds={"int8": Thresholds(max_abs=1e-6, min_srcc=0.98)}, trt_int8=True)
     block = calibrate_bundle(bundle, pristine[1], opts, log=_quiet)
     assert block["precisions"]["int8"]["status"] == "failed"
-    # forced TensorRT variant: symmetric QDQ graphs + calibration tables, hashed, and measured on ORT CPU
+    # forced TensorRT variant: symmetric QDQ graphs, hashed, and measured on ORT CPU; no implicit-INT8 table
     man = _manifest(bundle)
     for enc in man["encoders"]:
-        table = block["int8"]["encoders"][enc["name"]]["int8-trt"]["calibration_table"]
-        assert (bundle / table).is_file() and table in man["files"]
         assert enc["graphs"]["int8-trt"] in man["files"]
+        assert block["int8"]["encoders"][enc["name"]]["int8-trt"]["settings"]["quantize_bias"] is False
+    assert not (bundle / "trt_calibration").exists() and not any("trt_calibration" in f for f in man["files"])
+    from mmmos.runtime.trt_engine import unavailable_reason
+
+    if unavailable_reason() is not None:  # graphs forced on a machine without TensorRT/GPU: no plans
+        assert block["int8"]["tensorrt"]["engines"] == {"status": "skipped", "reason": unavailable_reason()}
     assert block["precisions"]["int8-trt"]["thresholds"] == {"max_abs": 0.15, "min_srcc": 0.98}
     assert man["precisions"]["int8-trt"]["status"] == block["precisions"]["int8-trt"]["status"]
     assert any("max abs" in r for r in block["precisions"]["int8"]["reasons"])
@@ -170,3 +174,29 @@ def test_cli_runs_and_reports(bundle: Path, pristine: tuple[Path, Path]) -> None
     assert man["target_stats"]["n"] == [6, 6, 6, 6]
     bad = CliRunner().invoke(app, [str(bundle), str(bundle / "nope")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_trt_int8_plans_are_built_from_the_symmetric_graphs(bundle: Path, pristine: tuple[Path, Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmmos.runtime import AXES, Scorer
+
+    from .. import fake_trt
+
+    monkeypatch.setenv("MMMOS_CACHE_DIR", str(bundle.parent / "cache"))
+    gpu = fake_trt.install(monkeypatch)  # TensorRT and a GPU "are present": int8-trt graphs and plans by default
+    block = calibrate_bundle(bundle, pristine[1], CalibrationOptions(max_files=3, calib_windows=4), log=_quiet)
+    man = _manifest(bundle)
+    engines = block["int8"]["tensorrt"]["engines"]
+    assert block["int8"]["tensorrt"]["written"] and engines["status"] == "built"
+    want = [*(e["graphs"]["int8-trt"] for e in man["encoders"]), man["ensemble"]["graphs"]["fp32"]]
+    assert sorted(p.name for p in gpu.rec.parsed) == sorted(want)  # never the ORT (uint8) int8 graphs
+    folder = bundle / "engines" / engines["key"]
+    assert sorted(p.name for p in folder.glob("*.plan")) == sorted(
+        f"{g.removesuffix('.onnx')}.{man['files'][g][:16]}.plan" for g in want)  # the hash the runtime verifies
+    with Scorer(bundle, backend="tensorrt", precision="int8", force_precision=True, warn=_quiet) as trt, \
+            Scorer(bundle, backend="ort-cpu", precision="fp32", warn=_quiet) as cpu:
+        assert trt.backend == "tensorrt"
+        clip = str(pristine[1] / "clip00.wav")
+        got, ref = trt.score(clip), cpu.score(clip)
+    assert len(gpu.rec.parsed) == len(want)  # the shipped plans were loaded, nothing rebuilt
+    assert max(abs(got.scores[a] - ref.scores[a]) for a in AXES) < 0.15  # the int8 gate
