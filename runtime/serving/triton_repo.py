@@ -3,7 +3,9 @@
 Layout (Triton's documented one: `<repo>/<model>/config.pbtxt` + `<repo>/<model>/<version>/model.<ext>`):
 
     <enc>/            onnxruntime_onnx: 1/model.onnx (+ its external data), one per encoder
-    <enc>_trt/        tensorrt_plan: 1/model.plan, where the bundle has engines (must match Triton's TensorRT)
+    <enc>_trt/        tensorrt_plan: 1/model.plan, where the bundle ships plans of every graph (matched by graph
+                      sha256; fp16 plans from mmmos-export even when the ORT models are fp32); must match Triton's
+                      TensorRT and GPU
     mmmos_heads/      onnxruntime_onnx: the ensemble graph (members -> scores [M,4], mean [4], std [4])
     mmmos_windows/    ensemble: <enc>_wav [W] + <enc>_lengths [1] per encoder -> encoders -> heads (per window)
     mmmos_windows_trt/  the same on the TensorRT models (when every graph has an engine)
@@ -18,19 +20,20 @@ names inputs and outputs its model has. Nothing here imports torch; onnxruntime 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..bundle import Bundle
 from ..errors import BackendUnavailableError, PrecisionError
+from ..names import GraphKey
 from ..ort_session import make_session
+from ..trt_engine import graph_digest, key_dirs, plan_name
 
 _ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(int64)": "TYPE_INT64",
               "tensor(int32)": "TYPE_INT32", "tensor(bool)": "TYPE_BOOL", "tensor(double)": "TYPE_FP64"}
-_PROFILE_RE = re.compile(r"-b(\d+)-(\d+)-(\d+)$")
 PREPROCESS_MODEL = "mmmos"
 WINDOWS_MODEL = "mmmos_windows"
 HEADS_MODEL = "mmmos_heads"
@@ -115,14 +118,40 @@ def _copy_graph(bundle: Bundle, rel: str, dest_dir: Path) -> None:
             shutil.copy2(extra, dest_dir / extra.name)
 
 
-def _engine_dir(bundle: Bundle, graphs: list[str]) -> Path | None:
-    """The newest engines/<key>/ folder that holds a plan for every graph, or None."""
-    root = bundle.engines_dir()
-    if not root.is_dir():
-        return None
-    names = [Path(g).name.removesuffix(".onnx") + ".plan" for g in graphs]
-    found = [d for d in sorted(root.iterdir()) if d.is_dir() and all((d / n).is_file() for n in names)]
-    return found[-1] if found else None
+TRT_GRAPH_KEYS: tuple[GraphKey, ...] = ("fp16", "fp32", "int8-trt")
+"""Graph keys whose shipped plans become the TensorRT models, first match wins (mmmos-export ships fp16 plans)."""
+
+
+@dataclass(frozen=True)
+class ShippedPlans:
+    """Plans the bundle ships for every graph of one graph key, in one engine key folder."""
+
+    folder: Path
+    key: GraphKey
+    plans: dict[str, Path]  # graph file (relative to the bundle) -> its plan
+    max_batch: int
+
+
+def shipped_plans(bundle: Bundle) -> ShippedPlans | None:
+    """The plans to serve: the first graph key of TRT_GRAPH_KEYS (key folders in reverse name order) with a plan
+    for every encoder graph and the ensemble graph, each matched by the graph's sha256 in the manifest; else None.
+
+    A plan built from another version of a graph (its hash in the name differs) never matches.
+    """
+    files = bundle.manifest.get("files") or {}
+    folders = list(reversed(key_dirs([bundle.engines_dir()])))
+    for key in (k for k in TRT_GRAPH_KEYS if k in bundle.graph_keys()):
+        graphs = [e.graphs[key] for e in bundle.encoders] + [_ensemble_graph(bundle, key)]
+        names = {g: plan_name(g, graph_digest(bundle.root, g, files)) for g in graphs}
+        for folder, _, profile in folders:
+            if all((folder / n).is_file() for n in names.values()):
+                return ShippedPlans(folder, key, {g: folder / n for g, n in names.items()}, profile.max)
+    return None
+
+
+def _ensemble_graph(bundle: Bundle, key: str) -> str:
+    """The ensemble graph file a graph key uses (its fp32 graph when it has none of its own)."""
+    return bundle.ensemble_graphs.get(key, bundle.ensemble_graphs.get("fp32", ""))
 
 
 def _ensemble_config(name: str, max_batch: int, bundle: Bundle, enc_models: dict[str, str], heads: str,
@@ -168,7 +197,8 @@ def write_triton_repo(bundle_dir: str | Path, repo_dir: str | Path, *, precision
     Args:
         bundle_dir: the bundle.
         repo_dir: the repository folder (created; existing model folders of the same names are replaced).
-        precision: which encoder graphs to use (fp32, or fp16 for the mixed graphs).
+        precision: which encoder graphs the ONNX Runtime models use (fp32, or fp16 for the mixed graphs); the
+            TensorRT models use whichever plans the bundle ships (`shipped_plans`).
         max_batch_size: windows per batch of the graph models (capped by a TensorRT profile's max).
         queue_delay_us: dynamic batcher delay.
         kind: instance kind of the graph models (KIND_GPU; KIND_CPU for CPU-only Triton).
@@ -195,7 +225,7 @@ def write_triton_repo(bundle_dir: str | Path, repo_dir: str | Path, *, precision
     configs: dict[str, str] = {}
     enc_in: dict[str, dict[str, tuple[str, list[int]]]] = {}
     enc_graphs = [e.graphs[precision] for e in bundle.encoders]
-    heads_graph = bundle.ensemble_graphs.get(precision, bundle.ensemble_graphs.get("fp32", ""))
+    heads_graph = _ensemble_graph(bundle, precision)
     for e, rel in zip(bundle.encoders, enc_graphs, strict=True):
         ins, outs = _io_shapes(bundle.root / rel)
         enc_in[e.name] = ins
@@ -209,27 +239,32 @@ def write_triton_repo(bundle_dir: str | Path, repo_dir: str | Path, *, precision
     configs[WINDOWS_MODEL] = _ensemble_config(WINDOWS_MODEL, max_batch_size, bundle,
                                               {e.name: e.name for e in bundle.encoders}, HEADS_MODEL, enc_in, h_out)
     windows_model, windows_per_call = WINDOWS_MODEL, max_batch_size
-    engines = _engine_dir(bundle, [*enc_graphs, heads_graph])
-    if engines is not None:
-        m = _PROFILE_RE.search(engines.name)
-        trt_batch = min(max_batch_size, int(m.group(3))) if m else max_batch_size
+    shipped = shipped_plans(bundle)
+    if shipped is not None:
+        # The TensorRT models come from whatever plans the bundle ships (fp16 from mmmos-export), whatever
+        # `precision` the ORT models use; their configs are read from the graphs the plans were built from.
+        trt_batch = min(max_batch_size, shipped.max_batch)
         names = {e.name: f"{e.name}_trt" for e in bundle.encoders}
-        for e, rel in zip(bundle.encoders, enc_graphs, strict=True):
+        for e in bundle.encoders:
+            graph = e.graphs[shipped.key]
             (repo / names[e.name] / "1").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(engines / (Path(rel).name.removesuffix(".onnx") + ".plan"),
-                         repo / names[e.name] / "1" / "model.plan")
-            ins, outs = _io_shapes(bundle.root / rel)
+            shutil.copy2(shipped.plans[graph], repo / names[e.name] / "1" / "model.plan")
+            ins, outs = _io_shapes(bundle.root / graph)
             configs[names[e.name]] = _graph_config(names[e.name], "tensorrt_plan", trt_batch, ins,
                                                    {o: outs[o] for o in e.outputs}, "KIND_GPU", queue_delay_us)
-        heads_trt = f"{HEADS_MODEL}_trt"
+        heads_trt, trt_heads_graph = f"{HEADS_MODEL}_trt", _ensemble_graph(bundle, shipped.key)
         (repo / heads_trt / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(engines / (Path(heads_graph).name.removesuffix(".onnx") + ".plan"),
-                     repo / heads_trt / "1" / "model.plan")
-        configs[heads_trt] = _graph_config(heads_trt, "tensorrt_plan", trt_batch, h_in, h_out, "KIND_GPU",
+        shutil.copy2(shipped.plans[trt_heads_graph], repo / heads_trt / "1" / "model.plan")
+        t_in, t_out = _io_shapes(bundle.root / trt_heads_graph)
+        configs[heads_trt] = _graph_config(heads_trt, "tensorrt_plan", trt_batch, t_in, t_out, "KIND_GPU",
                                            queue_delay_us)
         windows_model, windows_per_call = f"{WINDOWS_MODEL}_trt", trt_batch
-        configs[windows_model] = _ensemble_config(windows_model, trt_batch, bundle, names, heads_trt, enc_in, h_out)
-        say(f"Triton repo: TensorRT models from {engines} (they load only in a Triton with that TensorRT version)")
+        configs[windows_model] = _ensemble_config(windows_model, trt_batch, bundle, names, heads_trt, enc_in, t_out)
+        say(f"Triton repo: TensorRT models from the {shipped.key} plans in {shipped.folder} (they load only in a "
+            "Triton with that TensorRT version, on that GPU)")
+    elif any(bundle.engines_dir().rglob("*.plan")):
+        say(f"Triton repo: no TensorRT models: the plans in {bundle.engines_dir()} do not cover every graph of one "
+            "precision, or were built from other versions of the graphs (rebuild them: mmmos-export --trt)")
     # The python model batches requests (clips) up to max_batch_size and sends windows in calls that fit the
     # graph models' own max batch (a TensorRT profile's max where plans are used).
     configs[PREPROCESS_MODEL] = _preprocess_config(bundle, max_batch_size, queue_delay_us, windows_model,
