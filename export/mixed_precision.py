@@ -15,10 +15,16 @@ Rules (a node is either "fp16" or "fp32"; every fp32 tensor it needs in the othe
 2. Blocked nodes stay fp32: any node whose name matches a pattern, by default the front-ends
    (everything up to and including the log-mel normalisation lives under a ``frontend`` module).
 3. Compute ops (MatMul, Gemm, Conv, ConvTranspose, Einsum, LSTM, GRU, RNN, Attention) run fp16.
-4. Every other op follows its dynamic float inputs: fp16 if any is fp16, else fp32. So whatever a
-   blocked node or a graph input feeds (position tables, masked pooling sums, L2 norms) stays fp32
-   until a compute op takes it, and graph outputs are cast back to float32.
-Initializers used only by fp16 nodes are stored as fp16 (clipped to the fp16 range); others stay fp32.
+4. Tables stay fp32: an elementwise op that reads a constant table (a static float tensor of rank >= 2, or
+   one derived from constants only, e.g. a Gather from an embedding) runs fp32, and so does every
+   elementwise op downstream of it until a compute op or a blocked op. This keeps position tables (M2D's
+   pos_embed, MuQ's rotary cos/sin, WavLM's gated relative position bias up to the softmax) stored and
+   applied in fp32, as well as the per-channel affine of norms written out as ops.
+5. Every other op follows its dynamic float inputs: fp16 if any is fp16, else fp32. So whatever a
+   blocked node or a graph input feeds (masked pooling sums, L2 norms) stays fp32 until a compute op
+   takes it, and graph outputs are cast back to float32.
+Initializers used only by fp16 nodes (compute weights, vector biases) are stored as fp16 (clipped to the
+fp16 range); others stay fp32.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ COMPUTE_OPS: frozenset[str] = frozenset(
 """Ops that always run in fp16 unless blocked: this is where the speed-up is."""
 
 _NEUTRAL_OPS = frozenset({"Shape", "Size"})  # accept any type, output int: never cast their input
+_TABLE_MIN_RANK = 2  # a static float tensor of at least this rank read by an elementwise op is a table
 _NON_T_INPUTS: dict[str, frozenset[int]] = {"Dropout": frozenset({1, 2})}  # float inputs not of type T
 _FP16_MAX = 65504.0
 
@@ -73,6 +80,23 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
                 if attr.name == "value":
                     types[node.output[0]] = attr.t.data_type
     return types
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every value whose shape is known (shape-inferred graph, initializers, Constants)."""
+    graph = model.graph
+    ranks: dict[str, int] = {}
+    for vi in [*graph.input, *graph.output, *graph.value_info]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+    for init in graph.initializer:
+        ranks[init.name] = len(init.dims)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    ranks[node.output[0]] = len(attr.t.dims)
+    return ranks
 
 
 def _has_subgraph(node: onnx.NodeProto) -> bool:
@@ -101,6 +125,7 @@ def convert_to_mixed_fp16(
     const_outputs = {n.output[0] for n in graph.node if n.op_type == "Constant"}
     static = init_names | const_outputs
 
+    ranks = _ranks(model)
     for node in graph.node:
         if _has_subgraph(node):
             raise NotImplementedError(
@@ -113,6 +138,8 @@ def convert_to_mixed_fp16(
     for name in graph.input:
         dtype[name.name] = types.get(name.name, 0)
     fp16_nodes: set[int] = set()
+    derived = set(static)  # tensors computed from constants only (e.g. a Gather from an embedding table)
+    tainted: set[str] = set()  # fp32 tensors that carry a table, up to the next compute or blocked op
     for idx, node in enumerate(graph.node):
         float_ins = [
             (i, n) for i, n in enumerate(node.input)
@@ -121,12 +148,19 @@ def convert_to_mixed_fp16(
         blocked = node.op_type in blocked_ops or node.domain not in ("", "ai.onnx") or any(
             p.search(node.name) for p in patterns
         )
+        reads_table = any(n in tainted or (n in derived and ranks.get(n, 0) >= _TABLE_MIN_RANK)
+                          for _, n in float_ins)
         if blocked or node.op_type in _NEUTRAL_OPS:
             is_fp16 = False
         elif node.op_type in COMPUTE_OPS:
             is_fp16 = True
+        elif reads_table:
+            is_fp16 = False  # rule 4: a table is applied in fp32
+            tainted.update(o for o in node.output if types.get(o) == FLOAT)
         else:
             is_fp16 = any(dtype.get(n) == TensorProto.FLOAT16 for _, n in float_ins if n not in static)
+        if node.op_type not in COMPUTE_OPS and all(n in derived for n in node.input if n):
+            derived.update(o for o in node.output if o)
         if is_fp16:
             fp16_nodes.add(idx)
         for out in node.output:

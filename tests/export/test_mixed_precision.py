@@ -117,3 +117,57 @@ def test_blocked_ops_can_be_widened(exported: tuple[Path, nn.Module]) -> None:
     mixed = convert_to_mixed_fp16(onnx.load(str(path)), op_block_list=(*DEFAULT_OP_BLOCK_LIST, "MatMul"))
     types = _types(mixed)
     assert all(types[n.output[0]] == TensorProto.FLOAT for n in mixed.graph.node if n.op_type == "MatMul")
+
+
+@pytest.fixture(scope="module")
+def tiny_encoders_mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[onnx.ModelProto, onnx.ModelProto]]:
+    """The three real tiny encoder graphs (PooledEncoder exports) and their mixed fp16 conversions."""
+    from mmmos.export.onnx_export import export_encoder
+    from mmmos.models.fusion import PooledEncoder
+    from mmmos.models.presets import build_encoders
+
+    out = {}
+    folder = tmp_path_factory.mktemp("tables")
+    for name, enc in build_encoders("tiny").items():
+        if hasattr(enc, "bake_weight_norm"):
+            enc.bake_weight_norm()
+        path = folder / f"{name}.fp32.onnx"
+        export_encoder(PooledEncoder(enc).eval(), path)
+        fp32 = onnx.load(str(path))
+        out[name] = (fp32, convert_to_mixed_fp16(onnx.load(str(path))))
+    return out
+
+
+def _table_consumers(fp32: onnx.ModelProto, op: str, scope: str, min_rank: int = 2) -> list[str]:
+    """Names of `op` nodes under `scope` that read a static float tensor of rank >= min_rank."""
+    static = {i.name: len(i.dims) for i in fp32.graph.initializer if i.data_type == TensorProto.FLOAT}
+    static |= {n.output[0]: len(n.attribute[0].t.dims) for n in fp32.graph.node
+               if n.op_type == "Constant" and n.attribute[0].t.data_type == TensorProto.FLOAT}
+    return [n.name for n in fp32.graph.node if n.op_type == op and scope in n.name
+            and any(static.get(i, 0) >= min_rank for i in n.input)]
+
+
+def test_position_tables_are_stored_and_applied_in_fp32(tiny_encoders_mixed: dict) -> None:
+    cases = {"m2d": ("Add", "/encoder/backbone/"),  # pos_embed added to the patch tokens
+             "muq": ("Mul", "/self_attn/")}  # rotary cos/sin multiplied into q and k
+    for name, (op, scope) in cases.items():
+        fp32, mixed = tiny_encoders_mixed[name]
+        names = _table_consumers(fp32, op, scope)
+        assert names, f"no position-table {op} found in {name}"
+        types = _types(mixed)
+        inits = {i.name: i.data_type for i in mixed.graph.initializer}
+        consts = {n.output[0]: n.attribute[0].t.data_type for n in mixed.graph.node if n.op_type == "Constant"}
+        for node in (n for n in mixed.graph.node if n.name in names):
+            assert types[node.output[0]] == TensorProto.FLOAT, (name, node.name)
+            for i in node.input:
+                assert inits.get(i, consts.get(i, types.get(i))) == TensorProto.FLOAT, (name, node.name, i)
+    # WavLM: the relative position embedding stays fp32, and the gated bias meets the logits in fp32.
+    _, mixed = tiny_encoders_mixed["wavlm"]
+    inits = {i.name: i.data_type for i in mixed.graph.initializer}
+    assert inits["encoder.encoder.layers.0.self_attn.relative_attention_bias.weight"] == TensorProto.FLOAT
+    types = _types(mixed)
+    producers = {o: n for n in mixed.graph.node for o in n.output}
+    for softmax in (n for n in mixed.graph.node if n.op_type == "Softmax" and "layers.0/self_attn" in n.name):
+        add = producers[softmax.input[0]]
+        assert add.op_type == "Add" and types[add.output[0]] == TensorProto.FLOAT
+        assert all(types[i] == TensorProto.FLOAT for i in add.input)
