@@ -183,3 +183,22 @@ def test_parse_args_builds_settings_without_running(bundle: tuple[Path, Params],
     with pytest.raises(SystemExit) as info:
         parse_args(["a.wav", "--precision", "fp64"])
     assert info.value.code == 2
+
+
+def test_scores_do_not_depend_on_batch_size_or_the_other_files(bundle: tuple[Path, Params], tmp_path: Path) -> None:
+    # The determinism contract (README, "Guarantees"): fp32 scores of a file within 1e-5 alone, beside files of
+    # other lengths, at any --batch-size. Ray and mmmos-serve compare with these CLI rows in their own tests.
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    for i, seconds in enumerate([0.4, 3.0, 12.0, 25.0, 9.99]):
+        sf.write(folder / f"c{i}.wav", tone(seconds, 16000 if i % 2 else 44100, seed=i), 16000 if i % 2 else 44100)
+    target = folder / "c2.wav"
+    code, out, _ = run([str(target), "-b", str(bundle[0]), "--precision", "fp32", "--batch-size", "1"])
+    assert code == 0
+    (alone,) = _rows(out)
+    for bs in ("1", "3", "8"):
+        code, out, _ = run([str(folder), "-b", str(bundle[0]), "--precision", "fp32", "--batch-size", bs])
+        assert code == 0
+        (row,) = [r for r in _rows(out) if Path(r["path"]).name == "c2.wav"]
+        for a in ("PQ", "PC", "CE", "CU"):
+            assert abs(row[a] - alone[a]) <= 1e-5 and abs(row["std"][a] - alone["std"][a]) <= 1e-5
