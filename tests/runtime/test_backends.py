@@ -19,21 +19,18 @@ from mmmos.runtime.trt_engine import (
     foreign_engine_dirs,
     matching_engine_dirs,
     parse_engine_key,
+    unavailable_reason,
 )
 
 from ..audio_helpers import tone
 from ..bundle_factory import Params
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+TRT_REASON = unavailable_reason()  # the runtime's one GPU probe: None when TensorRT and a GPU are usable
 
 
 def _gpu() -> bool:
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
-        return False
-    err, count = cudart.cudaGetDeviceCount()
-    return err == cudart.cudaError_t.cudaSuccess and count > 0
+    return TRT_REASON is None
 
 
 def _start(root: Path, backend: str, warn: object = None) -> object:
@@ -105,8 +102,7 @@ def test_engine_keys_and_a_fitting_profile(tmp_path: Path) -> None:
 
 @pytest.mark.trt
 @pytest.mark.gpu
-@pytest.mark.skipif(not _gpu(), reason="no CUDA GPU visible through cuda-bindings")
-@pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not installed (mmmos[trt-cu12] or [trt-cu13], NVIDIA GPU)")
+@pytest.mark.skipif(TRT_REASON is not None, reason=f"needs TensorRT and a GPU: {TRT_REASON}")
 def test_tensorrt_builds_engines_and_matches_ort(bundle: tuple[Path, Params], tmp_path: Path) -> None:
     root = tmp_path / "b"
     shutil.copytree(bundle[0], root)
