@@ -28,7 +28,7 @@ def from_random_init(preset: str, seed: int = 0, num_members: int = 8) -> Export
     members = random_members(encoder_dims(encoders), num_members, seed=seed) if num_members > 0 else []
     return ExportSpec(
         encoders=encoders, members=members, untrained=True,
-        provenance=provenance("random-init", preset=preset, seed=seed),
+        provenance=provenance("random-init", name=f"random-{preset}", preset=preset, seed=seed),
     )
 
 
@@ -37,7 +37,8 @@ def from_audiobox(path: Path | None, trust_pickle: bool = False) -> ExportSpec:
     model = load_audiobox(path, trust_pickle=trust_pickle)
     return ExportSpec(
         encoders={"wavlm": model.wavlm}, members=[model.member], untrained=False,
-        provenance=provenance("audiobox", model.checkpoint_files, model_cfg=model.model_cfg, notes=model.notes),
+        provenance=provenance("audiobox", model.checkpoint_files, name="audiobox-aesthetics", model_cfg=model.model_cfg,
+                              notes=model.notes),
     )
 
 
@@ -75,7 +76,7 @@ def from_checkpoints(
     return ExportSpec(
         encoders=encoders, members=[lm.member for lm in loaded], member_meta=[lm.meta for lm in loaded],
         untrained=False, provenance=provenance(
-            "checkpoints", ckpts, encoders={n: str(p) for n, p in paths.items() if p},
+            "checkpoints", ckpts, name="mmmos" if loaded else "mmmos-encoders", encoders={n: str(p) for n, p in paths.items() if p},
             members_dir=str(members_dir) if members_dir else None,
         ),
     )
@@ -91,7 +92,7 @@ def from_bundle(bundle_dir: Path, members_dir: Path) -> ExportSpec:
         untrained=bool(manifest.get("untrained", False)),
         reuse=ReusedEncoders(Path(bundle_dir), manifest),
         provenance=provenance(
-            "encoders-from", encoders_bundle=str(bundle_dir), members_dir=str(members_dir),
+            "encoders-from", name="mmmos", encoders_bundle=str(bundle_dir), members_dir=str(members_dir),
             encoders_provenance=manifest.get("provenance", {}),
         ),
     )

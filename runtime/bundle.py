@@ -101,6 +101,21 @@ class _VerifyCache:
             pass  # a read-only cache only costs re-hashing next time
 
 
+@dataclass(frozen=True)
+class ModelId:
+    """Which model made a row: the bundle's name and the first 12 hex of its manifest's sha256."""
+
+    name: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        """The row's `model` object."""
+        return {"name": self.name, "sha256": self.sha256}
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.sha256}"
+
+
 @dataclass
 class Bundle:
     """A loaded bundle folder: the parsed manifest plus paths to its graphs.
@@ -148,6 +163,11 @@ class Bundle:
         """A short model name for result rows: the provenance's model name, else the folder name."""
         prov = self.manifest.get("provenance", {}) or {}
         return str(prov.get("name") or self.root.resolve().name)
+
+    @property
+    def model_id(self) -> ModelId:
+        """The model every row this bundle scores names: its name and 12 hex of its manifest's sha256."""
+        return ModelId(self.name, self.sha256[:12])
 
     @classmethod
     def load(cls, root: str | os.PathLike[str] | None = None, verify: bool = True) -> Bundle:

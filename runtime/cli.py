@@ -54,7 +54,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _output_options(fmt: Format | None, output: str | None, force: bool, resume: bool, shard: str | None,
-                    quiet: bool, ray: bool) -> OutputOptions:
+                    quiet: bool, ray: bool, timeline: bool) -> OutputOptions:
     if resume and force:
         raise CommandLineError("--resume and --force contradict each other; pick one.")
     if ray:
@@ -64,13 +64,16 @@ def _output_options(fmt: Format | None, output: str | None, force: bool, resume:
             raise CommandLineError("--ray writes jsonl part files; drop --format or use --format jsonl.")
         if shard:
             raise CommandLineError("--ray shards the work itself; drop --shard.")
-        return OutputOptions(format="jsonl", path=output, force=force, resume=resume, quiet=quiet)
+        return OutputOptions(format="jsonl", path=output, force=force, resume=resume, quiet=quiet, timeline=timeline)
     if resume and not output:
         raise CommandLineError("--resume needs --output FILE.")
     name = fmt or format_for(output, sys.stdout.isatty())
     if resume and name == "table":
         raise CommandLineError("--resume does not work with --format table; use jsonl, csv or challenge.")
-    return OutputOptions(format=name, path=output, force=force, resume=resume, shard=_parse_shard(shard), quiet=quiet)
+    if timeline and name != "jsonl":
+        raise CommandLineError(f"--timeline adds a list to each JSONL row; use --format jsonl (not {name}).")
+    return OutputOptions(format=name, path=output, force=force, resume=resume, shard=_parse_shard(shard), quiet=quiet,
+                         timeline=timeline)
 
 
 @app.command(
@@ -96,6 +99,8 @@ def score(
     shard: Annotated[str | None, typer.Option(
         help="Score only shard I of N (I/N, 0-based; every N-th input): SLURM arrays, one process per GPU.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")] = False,
+    timeline: Annotated[bool, typer.Option(
+        "--timeline", help="Add each file's per-window scores (timeline) and worst window per axis (JSONL).")] = False,
     ray: Annotated[bool, typer.Option(
         "--ray", help="Score on Ray Data (extra [ray]): --output is then a folder of part-*.jsonl files, and "
         "rerunning the same command scores only the inputs without a row (resume after a crash or kill).",
@@ -120,7 +125,7 @@ def score(
     if not inputs:
         raise CommandLineError("give at least one INPUT (file, folder, .jsonl, .csv, or - for paths on stdin).")
     settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size)
-    out = _output_options(fmt, output, force, resume, shard, quiet, ray)
+    out = _output_options(fmt, output, force, resume, shard, quiet, ray, timeline)
     ray_opts = None
     if ray:
         from .serving.ray_scoring import RayOptions

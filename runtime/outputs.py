@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Literal, get_args
 
-from .bundle import AXES
+from .bundle import AXES, ModelId
 from .errors import InputError, OutputError
 from .inputs import InputItem, row_key
 from .results import ScoreResult
@@ -19,7 +19,7 @@ Format = Literal["table", "jsonl", "csv", "challenge"]
 """Output formats: a table for people, JSONL rows, CSV, the AudioMOS challenge's `wavID,PQ,PC,CE,CU` lines."""
 FORMATS: tuple[Format, ...] = get_args(Format)
 CSV_COLUMNS = ["path", "start_time", "end_time", *AXES, *(f"{a}_std" for a in AXES), "duration_s", "windows",
-               "error"]
+               "error", "model"]
 
 
 def _fmt(v: Any) -> str:
@@ -27,11 +27,18 @@ def _fmt(v: Any) -> str:
 
 
 class Writer:
-    """Writes one result per `write` call and flushes, so an interrupted run keeps every finished row."""
+    """Writes one result per `write` call and flushes, so an interrupted run keeps every finished row.
 
-    def __init__(self, stream: IO[str], header: bool = True) -> None:
+    Args:
+        stream: where rows go.
+        header: write the format's header first (not when appending).
+        timeline: add each file's per-window scores (JSONL only).
+    """
+
+    def __init__(self, stream: IO[str], header: bool = True, timeline: bool = False) -> None:
         self.stream = stream
         self.header = header
+        self.timeline = timeline
 
     def write(self, r: ScoreResult) -> None:
         """Write one result."""
@@ -47,7 +54,7 @@ class JsonlWriter(Writer):
 
     def write(self, r: ScoreResult) -> None:
         """Write one JSON line."""
-        self._out(json.dumps(r.to_row(), ensure_ascii=False) + "\n")
+        self._out(json.dumps(r.to_row(timeline=self.timeline), ensure_ascii=False) + "\n")
 
 
 class CsvWriter(Writer):
@@ -64,7 +71,7 @@ class CsvWriter(Writer):
         std = row["std"] or {}
         w.writerow([_fmt(row["path"]), _fmt(row.get("start_time")), _fmt(row.get("end_time")),
                     *(_fmt(row[a]) for a in AXES), *(_fmt(std.get(a)) for a in AXES),
-                    _fmt(row["duration_s"]), row["windows"], _fmt(row["error"])])
+                    _fmt(row["duration_s"]), row["windows"], _fmt(row["error"]), _fmt(r.model)])
         self._out(buf.getvalue())
 
 
@@ -93,6 +100,8 @@ class TableWriter(Writer):
     def write(self, r: ScoreResult) -> None:
         """Write one table line (and the header first)."""
         if self.header:
+            if r.model is not None:
+                self._out(f"model {r.model}\n")
             self._out(" ".join(f"{a:>6}" for a in AXES) + f" {'±std':>6} {'dur_s':>8} {'win':>4}  path\n")
             self.header = False
         name = r.path if r.path is not None else "<array>"
@@ -107,14 +116,16 @@ class TableWriter(Writer):
 
 
 def make_writer(fmt: str, stream: IO[str], header: bool = True,
-                on_error: Callable[[str], None] | None = None) -> Writer:
-    """The writer for a format name.
+                on_error: Callable[[str], None] | None = None, timeline: bool = False) -> Writer:
+    """The writer for a format name (`timeline` adds per-window scores to JSONL rows).
 
     Raises:
-        ValueError: unknown format.
+        ValueError: unknown format, or a timeline asked of a format other than JSONL.
     """
+    if timeline and fmt != "jsonl":
+        raise ValueError(f"--timeline needs --format jsonl (the {fmt} format has no place for it).")
     if fmt == "jsonl":
-        return JsonlWriter(stream, header)
+        return JsonlWriter(stream, header, timeline)
     if fmt == "csv":
         return CsvWriter(stream, header)
     if fmt == "challenge":
@@ -148,11 +159,34 @@ def _drop_partial_last_line(path: Path) -> None:
             fh.truncate(cut)
 
 
-def done_keys(path: Path, fmt: str) -> set[Any]:
+def _row_model(row: dict[str, Any], fmt: str) -> str | None:
+    """The `name@sha` of the model a written row names (None when the row names none)."""
+    if fmt == "csv":
+        return row.get("model") or None
+    model = row.get("model")
+    return f"{model.get('name')}@{model.get('sha256')}" if isinstance(model, dict) else None
+
+
+def _check_model(path: Path, where: str, found: str | None, model: ModelId | None) -> None:
+    """Refuse to append rows of `model` to a file holding rows of another (or of an unnamed) model."""
+    if model is None or found == str(model):
+        return
+    what = f"rows of model {found}" if found else "rows that name no model (an older mmmos wrote them)"
+    raise OutputError(f"{path} holds {what} ({where}), but this run scores with {model}; --resume would mix "
+                      "models in one file: write to another file, or pass --force to start it over.")
+
+
+def done_keys(path: Path, fmt: str, model: ModelId | None = None) -> set[Any]:
     """Keys of the rows already in an output file (error rows count as done).
+
+    Args:
+        path: the output file.
+        fmt: its format.
+        model: when given, every row must name this model (a file of another model's rows is refused).
 
     Raises:
         InputError: the file is not in the given format.
+        OutputError: a row names another model.
     """
     if not path.is_file():
         return set()
@@ -169,12 +203,14 @@ def done_keys(path: Path, fmt: str) -> set[Any]:
                 except (ValueError, AttributeError):
                     raise InputError(f"{path}:{n} is not a JSONL row; --resume needs a file this tool wrote "
                                      "in the same --format.") from None
+                _check_model(path, f"line {n}", _row_model(row, fmt), model)
         elif fmt == "csv":
             reader = csv.DictReader(fh)
             if reader.fieldnames and "path" not in reader.fieldnames:
                 raise InputError(f"{path} has no 'path' column; --resume needs a file this tool wrote as csv.")
-            for row in reader:
+            for n, row in enumerate(reader, 2):
                 keys.add(row_key(row.get("path"), row.get("start_time"), row.get("end_time")))
+                _check_model(path, f"line {n}", _row_model(row, fmt), model)
         elif fmt == "challenge":
             for line in fh:
                 if line.strip():

@@ -8,11 +8,25 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import AXES
+from .bundle import AXES, ModelId
 
 NON_FINITE_SCORES = ("the model produced non-finite scores (NaN/Inf) for this input; its audio is probably extreme "
                      "(check its level), or the bundle's graphs are broken")
 """The error of an input whose scores came out NaN/Inf (every path that writes rows turns them into this)."""
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """The ensemble's scores of one window of a file (one timeline entry)."""
+
+    start_s: float
+    end_s: float
+    scores: dict[str, float]
+
+    def to_dict(self) -> dict[str, float]:
+        """The timeline entry: start_s, end_s, PQ, PC, CE, CU."""
+        return {"start_s": round(self.start_s, 6), "end_s": round(self.end_s, 6),
+                **{a: float(self.scores[a]) for a in AXES}}
 
 
 @dataclass
@@ -30,6 +44,8 @@ class ScoreResult:
         end_time: segment end (manifest inputs), else None.
         members: per-member file scores [M, 4] (AXES order), None on error.
         extra: manifest fields passed through.
+        model: the bundle that made the scores.
+        timeline: the scores of each window the file score averages (empty on error).
     """
 
     path: str | None
@@ -42,6 +58,8 @@ class ScoreResult:
     end_time: float | None = None
     members: np.ndarray | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    model: ModelId | None = None
+    timeline: list[WindowScore] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         # The last guard of every path that writes rows: finite scores or an error, never neither.
@@ -54,15 +72,22 @@ class ScoreResult:
             self.error = NON_FINITE_SCORES
         else:
             return
-        self.scores, self.std, self.members = None, None, None
+        self.scores, self.std, self.members, self.timeline = None, None, None, []
 
     @property
     def ok(self) -> bool:
         """True when the input was scored."""
         return self.error is None
 
-    def to_row(self) -> dict[str, Any]:
-        """The JSONL row: path, [start_time, end_time,] PQ, PC, CE, CU, std{...}, duration_s, windows, error."""
+    def worst(self) -> dict[str, float]:
+        """Per axis, where the file's lowest-scoring window starts (seconds); empty without a timeline."""
+        if not self.timeline:
+            return {}
+        return {a: min(self.timeline, key=lambda w: w.scores[a]).start_s for a in AXES}
+
+    def to_row(self, timeline: bool = False) -> dict[str, Any]:
+        """The JSONL row: path, [start_time, end_time,] PQ, PC, CE, CU, std{...}, duration_s, windows, error,
+        model{name, sha256}, and with `timeline` the per-window scores and the worst window per axis."""
         row: dict[str, Any] = {"path": self.path}
         if self.start_time is not None:
             row["start_time"] = self.start_time
@@ -74,6 +99,11 @@ class ScoreResult:
         row["duration_s"] = None if self.duration_s is None else round(self.duration_s, 6)
         row["windows"] = self.windows
         row["error"] = self.error
+        if self.model is not None:
+            row["model"] = self.model.to_dict()
+        if timeline and self.ok:
+            row["timeline"] = [w.to_dict() for w in self.timeline]
+            row["worst"] = self.worst()
         return row
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .bundle import Bundle
 from .errors import MMMOSRuntimeError, NoEnsembleError
 from .inputs import InputItem, expand
 from .outputs import Format, check_output, done_keys, item_key, make_writer, open_output
@@ -33,6 +34,7 @@ class OutputOptions:
         resume: append to --output only the inputs not already in it.
         shard: (I, N): score only every N-th input starting at I.
         quiet: no progress or summary on stderr.
+        timeline: add each file's per-window scores and worst windows to its row (JSONL).
     """
 
     format: Format = "jsonl"
@@ -41,6 +43,7 @@ class OutputOptions:
     resume: bool = False
     shard: tuple[int, int] | None = None
     quiet: bool = False
+    timeline: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,9 @@ def run(cmd: ScoreCommand) -> int:
     try:
         if out.path:  # before the (possibly slow) backend start: refuse to overwrite first
             check_output(out.path, force=out.force, resume=out.resume)
-        done = done_keys(Path(out.path), out.format) if (out.resume and out.path) else set()
-        scorer = Scorer.from_settings(cmd.settings, warn=_err)
+        bundle = Bundle.load(cmd.settings.bundle, verify=cmd.settings.verify)
+        done = done_keys(Path(out.path), out.format, bundle.model_id) if (out.resume and out.path) else set()
+        scorer = Scorer.from_settings(cmd.settings, bundle=bundle, warn=_err)
     except MMMOSRuntimeError as exc:
         _err(f"mmmos-score: error: {exc}")
         return EXIT_USAGE
@@ -91,7 +95,7 @@ def run(cmd: ScoreCommand) -> int:
         scorer.close()
         _err(f"mmmos-score: error: {exc}")
         return EXIT_USAGE
-    writer = make_writer(out.format, stream, header, on_error=lambda m: _err(f"error: {m}"))
+    writer = make_writer(out.format, stream, header, on_error=lambda m: _err(f"error: {m}"), timeline=out.timeline)
     progress = Progress(quiet=out.quiet)
     try:
         for r in scorer.score_iter(_select(expand(cmd.inputs), out, done)):

@@ -24,10 +24,10 @@ from .bundle import AXES, Bundle
 from .errors import AudioError, NoEnsembleError
 from .inputs import InputItem
 from .names import Backend, PrecisionChoice
-from .results import EncodedItem, ScoreResult
+from .results import EncodedItem, ScoreResult, WindowScore
 from .runner import EnsembleOut, Pipeline
 from .settings import ScorerSettings
-from .windows import Window, fold_windows, iter_windows
+from .windows import WINDOW_SECONDS, Window, fold_windows, iter_windows
 
 ScoreInput = str | os.PathLike[str] | tuple[np.ndarray, int] | InputItem
 
@@ -133,6 +133,7 @@ class Scorer:
         self.pipeline: Pipeline = started.pipeline
         self.precision = started.precision
         self._encoders = list(self.bundle.encoders)
+        self.model = self.bundle.model_id
         self._rates = [e.sample_rate for e in self.bundle.encoders]
 
     @property
@@ -311,14 +312,25 @@ class Scorer:
     def _finish_score(self, st: _State) -> ScoreResult:
         """Per-file averaging: per member weighted mean over windows, then mean/std over members."""
         it = st.item
-        base = {"path": it.path, "start_time": it.start_time, "end_time": it.end_time, "extra": it.extra}
+        base = {"path": it.path, "start_time": it.start_time, "end_time": it.end_time, "extra": it.extra,
+                "model": self.model}
         if st.error is not None or not st.window_scores:
             return ScoreResult(error=st.error or "no windows were scored", **base)
-        folded = fold_windows(np.stack(st.window_scores), np.asarray(st.weights))
+        window_scores = np.stack(st.window_scores)  # [n, M, 4]
+        folded = fold_windows(window_scores, np.asarray(st.weights))
         return ScoreResult(
             scores={a: float(folded.mean[j]) for j, a in enumerate(AXES)},
             std={a: float(folded.std[j]) for j, a in enumerate(AXES)},
-            duration_s=st.duration_s, windows=st.n_windows, members=folded.members.astype(np.float32), **base,
+            duration_s=st.duration_s, windows=st.n_windows, members=folded.members.astype(np.float32),
+            timeline=self._timeline(window_scores.mean(axis=1), st), **base,
         )
+
+    def _timeline(self, window_means: np.ndarray, st: _State) -> list[WindowScore]:
+        """One entry per window: where it lies in the file (a segment's windows start at its start_time)."""
+        offset = st.item.start_time or 0.0
+        duration = st.duration_s or 0.0
+        return [WindowScore(start_s=offset + k * WINDOW_SECONDS, end_s=offset + min((k + 1) * WINDOW_SECONDS, duration),
+                            scores={a: float(m[j]) for j, a in enumerate(AXES)})
+                for k, m in enumerate(window_means)]
 
 

@@ -29,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..audio import Prepared, decode, prepare
+from ..bundle import ModelId
 from ..errors import AudioError, BackendUnavailableError, InputError, OutputError
 from ..inputs import InputItem, RowKey, expand
 from ..outputs import JsonlWriter, done_keys
@@ -92,14 +93,15 @@ def part_files(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.iterdir() if p.is_file() and PART_RE.match(p.name))
 
 
-def written_keys(out_dir: Path) -> set[RowKey]:
+def written_keys(out_dir: Path, model: ModelId | None = None) -> set[RowKey]:
     """Keys (path, start_time, end_time) of every row already in the folder's part files (error rows too).
 
     A half-written last line (the run was killed while writing it) is cut, so its input is scored again.
+    With `model`, part files holding rows of another model are refused (OutputError), as for `--resume`.
     """
     keys: set[RowKey] = set()
     for p in part_files(out_dir):
-        keys |= done_keys(p, "jsonl")
+        keys |= done_keys(p, "jsonl", model)
     return keys
 
 
@@ -297,7 +299,7 @@ def score_corpus(inputs: list[str], out_dir: str | os.PathLike[str], opts: RayOp
     bundle = Bundle.load(opts.scorer.bundle, verify=True)  # fail here, once, rather than in every actor
     out = Path(out_dir)
     run = prepare_output(out, force)
-    records = pending_records(inputs, written_keys(out), stdin)
+    records = pending_records(inputs, written_keys(out, bundle.model_id), stdin)
     if not records:
         say(f"mmmos-score --ray: every input already has a row in {out}; nothing to do.")
         return 0, 0

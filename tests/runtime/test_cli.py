@@ -12,11 +12,12 @@ import soundfile as sf
 import typer
 from typer.testing import CliRunner
 
+from mmmos.runtime.bundle import Bundle
 from mmmos.runtime.cli import main, parse_args
 from mmmos.runtime.score_command import ScoreCommand
 
 from ..audio_helpers import tone, write_zoo
-from ..bundle_factory import Params
+from ..bundle_factory import Params, make_bundle
 
 HAS_MP3 = "MP3" in sf.available_formats()
 
@@ -63,9 +64,11 @@ def test_folder_to_jsonl_exit_0(bundle: tuple[Path, Params], audio: Path) -> Non
     rows = _rows(out)
     assert code == 0, err
     assert len(rows) == 8 + HAS_MP3
+    model = Bundle.load(bundle[0]).model_id
     for r in rows:
-        assert set(r) == {"path", "PQ", "PC", "CE", "CU", "std", "duration_s", "windows", "error"}
+        assert set(r) == {"path", "PQ", "PC", "CE", "CU", "std", "duration_s", "windows", "error", "model"}
         assert r["error"] is None and set(r["std"]) == {"PQ", "PC", "CE", "CU"} and 0 < r["PQ"] < 10
+        assert r["model"] == {"name": "b", "sha256": model.sha256} and len(model.sha256) == 12
     # the untrained warning and the summary go to stderr, never into the results
     assert "untrained" in err and f"{len(rows)} inputs (0 failed)" in err.splitlines()[-1]
 
@@ -106,8 +109,9 @@ def test_csv_challenge_and_table_formats(bundle: tuple[Path, Params], audio: Pat
     assert "missing.wav: file not found" in err
     code, out, _ = run([*files, "-b", str(bundle[0]), "-f", "table"])
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["PQ", "PC", "CE", "CU"] and "pcm_16.wav" in lines[1]
-    assert "error: file not found" in lines[2]
+    assert lines[0].startswith("model b@")
+    assert lines[1].split()[:4] == ["PQ", "PC", "CE", "CU"] and "pcm_16.wav" in lines[2]
+    assert "error: file not found" in lines[3]
 
 
 def test_output_force_and_resume(bundle: tuple[Path, Params], audio: Path, tmp_path: Path) -> None:
@@ -202,3 +206,36 @@ def test_scores_do_not_depend_on_batch_size_or_the_other_files(bundle: tuple[Pat
         (row,) = [r for r in _rows(out) if Path(r["path"]).name == "c2.wav"]
         for a in ("PQ", "PC", "CE", "CU"):
             assert abs(row[a] - alone[a]) <= 1e-5 and abs(row["std"][a] - alone["std"][a]) <= 1e-5
+
+
+def test_timeline_lists_every_window_and_the_worst(bundle: tuple[Path, Params], tmp_path: Path) -> None:
+    clip = tmp_path / "long.wav"
+    sf.write(clip, tone(25.0, 16000, seed=3), 16000)
+    code, out, _ = run([str(clip), "-b", str(bundle[0]), "--timeline"])
+    (row,) = _rows(out)
+    assert code == 0 and [(w["start_s"], w["end_s"]) for w in row["timeline"]] == [(0, 10), (10, 20), (20, 25)]
+    for a in ("PQ", "PC", "CE", "CU"):
+        lows = min(row["timeline"], key=lambda w: w[a])
+        assert row["worst"][a] == lows["start_s"]
+        # the file score is the valid-length-weighted mean of the windows' scores
+        assert abs(row[a] - (row["timeline"][0][a] + row["timeline"][1][a] + 0.5 * row["timeline"][2][a]) / 2.5) < 1e-5
+    plain = _rows(run([str(clip), "-b", str(bundle[0])])[1])[0]
+    assert "timeline" not in plain and "worst" not in plain  # rows without the flag are unchanged
+    code, _, err = run([str(clip), "-b", str(bundle[0]), "--timeline", "--format", "csv"])
+    assert code == 2 and "--timeline" in err
+
+
+def test_resume_refuses_rows_of_another_model(bundle: tuple[Path, Params], audio: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    assert run([str(audio / "pcm_16.wav"), "-b", str(bundle[0]), "-o", str(out), "-q"])[0] == 0
+    other = tmp_path / "other"
+    make_bundle(other, seed=9)  # another model: other weights, another manifest hash
+    code, _, err = run([str(audio), "-b", str(other), "-o", str(out), "--resume", "-q"])
+    assert code == 2 and "holds rows of model b@" in err and "this run scores with other@" in err
+    assert len(_rows(out.read_text())) == 1  # nothing was appended
+    csv_out = tmp_path / "s.csv"
+    assert run([str(audio / "pcm_16.wav"), "-b", str(bundle[0]), "-o", str(csv_out), "-q"])[0] == 0
+    assert next(csv.DictReader(io.StringIO(csv_out.read_text())))["model"].startswith("b@")
+    code, _, err = run([str(audio), "-b", str(other), "-o", str(csv_out), "--resume", "-q"])
+    assert code == 2 and "another file" in err
+    assert run([str(audio), "-b", str(bundle[0]), "-o", str(out), "--resume", "-q"])[0] == 0  # same model: fine

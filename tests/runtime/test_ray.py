@@ -135,3 +135,17 @@ def test_ray_usage_errors(extra: list[str], message: str, capsys: pytest.Capture
     with pytest.raises(SystemExit) as info:
         score_main(["clips", "--ray", *extra])
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_rerun_refuses_part_files_of_another_model(tmp_path: Path) -> None:
+    from mmmos.runtime.bundle import ModelId
+    from mmmos.runtime.errors import OutputError
+    from mmmos.runtime.serving.ray_scoring import written_keys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    row = {"path": "a.wav", "PQ": 1.0, "error": None, "model": {"name": "aes", "sha256": "0123456789ab"}}
+    (out / "part-00000-00000.jsonl").write_text(json.dumps(row) + "\n")
+    assert written_keys(out, ModelId("aes", "0123456789ab")) == {row_key("a.wav")}
+    with pytest.raises(OutputError, match="holds rows of model aes@0123456789ab"):
+        written_keys(out, ModelId("aes", "ffffffffffff"))
