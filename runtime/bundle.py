@@ -85,6 +85,15 @@ class _VerifyCache:
         rec = self.data.get(str(p.resolve()))
         return bool(rec) and rec[0] == digest and rec[1] == self._stamp(p)
 
+    def digest(self, p: Path) -> str:
+        """The file's sha256, from the stamp when its size and mtime are unchanged, else computed and stamped."""
+        rec = self.data.get(str(p.resolve()))
+        if rec and rec[1] == self._stamp(p):
+            return str(rec[0])
+        digest = sha256_file(p)
+        self.add(p, digest)
+        return digest
+
     def add(self, p: Path, digest: str) -> None:
         self.data[str(p.resolve())] = [digest, self._stamp(p)]
         self.dirty = True
@@ -99,6 +108,15 @@ class _VerifyCache:
             os.replace(tmp, self.path)
         except OSError:
             pass  # a read-only cache only costs re-hashing next time
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a (large) file, hashed once per size and mtime (the stamp lives in the user cache folder)."""
+    cache = _VerifyCache()
+    try:
+        return cache.digest(Path(path))
+    finally:
+        cache.save()
 
 
 @dataclass(frozen=True)

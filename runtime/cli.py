@@ -17,6 +17,7 @@ from .cli_options import (
     BatchSizeOption,
     BundleOption,
     ForcePrecisionOption,
+    ModelOption,
     PrecisionOption,
     ThreadsOption,
     settings_from_options,
@@ -85,6 +86,7 @@ def score(
     ctx: typer.Context,
     inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT", show_default=False)] = None,
     bundle: BundleOption = None,
+    model: ModelOption = None,
     backend: BackendOption = DEFAULTS.backend,
     precision: PrecisionOption = DEFAULTS.precision,
     force_precision: ForcePrecisionOption = False,
@@ -124,6 +126,8 @@ def score(
     """Parse the command line into a ScoreCommand, handed to `parse_args` through the context (run by `main`)."""
     if not inputs:
         raise CommandLineError("give at least one INPUT (file, folder, .jsonl, .csv, or - for paths on stdin).")
+    if bundle is not None and model is not None:
+        raise CommandLineError("--bundle and --model both name the model; pass one of them.")
     settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size)
     out = _output_options(fmt, output, force, resume, shard, quiet, ray, timeline)
     ray_opts = None
@@ -134,7 +138,7 @@ def score(
         ray_opts = RayOptions(scorer=settings.with_changes(threads=threads or 1), files_per_batch=files_per_batch,
                               actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
                               shard_rows=shard_rows, address=ray_address, num_cpus=ray_cpus)
-    ctx.obj.append(ScoreCommand(inputs=list(inputs), settings=settings, output=out, ray=ray_opts))
+    ctx.obj.append(ScoreCommand(inputs=list(inputs), settings=settings, model=model, output=out, ray=ray_opts))
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreCommand:

@@ -5,6 +5,7 @@ Choices come from the `Literal` types in `names.py`; defaults from `ScorerSettin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,9 @@ DEFAULTS = ScorerSettings()
 
 BundleOption = Annotated[Path | None, typer.Option(
     "--bundle", "-b", help="Bundle folder (default: $MMMOS_BUNDLE, else the user cache folder).")]
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", "-m", help="A public model by name (audiobox: Meta's Audiobox Aesthetics, fetched and exported once "
+    "into the cache; needs mmmos[export] the first time), or a bundle folder.")]
 BackendOption = Annotated[Backend, typer.Option(
     help="Where the graphs run: auto = TensorRT -> ONNX Runtime CUDA -> CPU; falls back with one line.")]
 PrecisionOption = Annotated[PrecisionChoice, typer.Option(
@@ -33,4 +37,17 @@ def settings_from_options(bundle: Path | None, backend: Backend, precision: Prec
     """The settings the shared options describe."""
     return ScorerSettings(bundle=str(bundle) if bundle else None, backend=backend, precision=precision,
                           force_precision=force_precision, threads=threads, batch_size=batch_size)
+
+
+def with_model(settings: ScorerSettings, model: str | None, log: Callable[[str], None]) -> ScorerSettings:
+    """The settings with `--model` resolved into a bundle folder (fetched and exported on first use).
+
+    Raises:
+        BundleNotFoundError, BackendUnavailableError: see `model_registry.resolve_model`.
+    """
+    if model is None:
+        return settings
+    from .model_registry import resolve_model
+
+    return settings.with_changes(bundle=str(resolve_model(model, log)))
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from .bundle import Bundle
+from .cli_options import with_model
 from .errors import MMMOSRuntimeError, NoEnsembleError
 from .inputs import InputItem, expand
 from .outputs import Format, check_output, done_keys, item_key, make_writer, open_output
@@ -52,6 +53,7 @@ class ScoreCommand:
 
     inputs: list[str]
     settings: ScorerSettings = field(default_factory=ScorerSettings)
+    model: str | None = None  # --model: a known model's name or a bundle folder, resolved when the command runs
     output: OutputOptions = field(default_factory=OutputOptions)
     ray: Any = None  # serving.ray_scoring.RayOptions when --ray (imported lazily: Ray is an extra)
 
@@ -80,9 +82,10 @@ def run(cmd: ScoreCommand) -> int:
     try:
         if out.path:  # before the (possibly slow) backend start: refuse to overwrite first
             check_output(out.path, force=out.force, resume=out.resume)
-        bundle = Bundle.load(cmd.settings.bundle, verify=cmd.settings.verify)
+        settings = with_model(cmd.settings, cmd.model, _err)
+        bundle = Bundle.load(settings.bundle, verify=settings.verify)
         done = done_keys(Path(out.path), out.format, bundle.model_id) if (out.resume and out.path) else set()
-        scorer = Scorer.from_settings(cmd.settings, bundle=bundle, warn=_err)
+        scorer = Scorer.from_settings(settings, bundle=bundle, warn=_err)
     except MMMOSRuntimeError as exc:
         _err(f"mmmos-score: error: {exc}")
         return EXIT_USAGE
@@ -119,7 +122,8 @@ def _run_on_ray(cmd: ScoreCommand) -> int:
 
     assert cmd.output.path is not None  # parse_args refuses --ray without --output
     try:
-        written, failed = score_corpus(cmd.inputs, cmd.output.path, cmd.ray, force=cmd.output.force)
+        opts = replace(cmd.ray, scorer=with_model(cmd.ray.scorer, cmd.model, _err))
+        written, failed = score_corpus(cmd.inputs, cmd.output.path, opts, force=cmd.output.force)
     except MMMOSRuntimeError as exc:
         _err(f"mmmos-score: error: {exc}")
         return EXIT_USAGE

@@ -42,9 +42,11 @@ from ..cli_options import (
     BatchSizeOption,
     BundleOption,
     ForcePrecisionOption,
+    ModelOption,
     PrecisionOption,
     ThreadsOption,
     settings_from_options,
+    with_model,
 )
 from ..errors import BackendUnavailableError, MMMOSRuntimeError
 from ..inputs import InputItem
@@ -224,6 +226,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
              "and mmmos_file (audio BYTES [1]); outputs scores[4], std[4] (PQ, PC, CE, CU), duration_s[1], error[1].")
 def serve(
     bundle: BundleOption = None,
+    model: ModelOption = None,
     backend: BackendOption = DEFAULTS.backend,
     precision: PrecisionOption = DEFAULTS.precision,
     force_precision: ForcePrecisionOption = False,
@@ -240,6 +243,11 @@ def serve(
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM."""
     settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size)
+    try:
+        settings = with_model(settings, model, lambda m: print(m, file=sys.stderr, flush=True))
+    except MMMOSRuntimeError as exc:
+        print(f"mmmos-serve: error: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(2) from None
     opts = ServeOptions(scorer=settings, host=host, http_port=http_port, grpc_port=grpc_port,
                         metrics_port=metrics_port, max_batch_size=max_batch_size,
                         max_queue_delay_us=max_queue_delay_us, instances=instances)

@@ -13,6 +13,7 @@ soundfile, and ``functional.resample`` returns its input when the rates match (t
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -184,3 +185,69 @@ def test_offline_without_path_says_where_to_put_the_file(monkeypatch: pytest.Mon
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match="--audiobox PATH"):
         load_audiobox(None)
+
+
+def _hub_cache(audiobox_ckpt: Path, root: Path) -> Path:
+    """A local Hugging Face cache holding facebook/audiobox-aesthetics in the Hub's own layout (HF folder format)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    ckpt = torch.load(audiobox_ckpt, weights_only=True)
+    repo = root / "models--facebook--audiobox-aesthetics"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    save_file({k.removeprefix("model."): v.contiguous() for k, v in ckpt["state_dict"].items()},
+              str(snap / "model.safetensors"))
+    (snap / "config.json").write_text(json.dumps(ckpt["model_cfg"] | {"target_transform": ckpt["target_transform"]}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def _score_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmmos.runtime.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+@pytest.mark.slow
+def test_model_audiobox_fetches_exports_once_then_scores_without_export(audiobox_ckpt: Path, tmp_path: Path) -> None:
+    import json
+    import os
+
+    hub = _hub_cache(audiobox_ckpt, tmp_path / "hf")
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "MMMOS_CACHE_DIR": str(tmp_path / "mm")}
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, (0.1 * np.random.default_rng(2).standard_normal(SR * 3)).astype(np.float32), SR)
+    first = _score_cli([str(clip), "--model", "audiobox", "--backend", "ort-cpu", "-f", "jsonl"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "exporting facebook/audiobox-aesthetics" in first.stderr
+    (row,) = [json.loads(line) for line in first.stdout.splitlines()]
+    assert row["model"]["name"] == "audiobox-aesthetics" and row["error"] is None
+    (bundle,) = (tmp_path / "mm" / "bundles").iterdir()
+    assert bundle.name.startswith("audiobox-") and len(bundle.name) == len("audiobox-") + 12
+    second = _score_cli([str(clip), "--model", "audiobox", "--backend", "ort-cpu", "-f", "jsonl"], env)
+    assert second.returncode == 0 and "exporting" not in second.stderr  # the cached bundle, no torch needed
+    assert json.loads(second.stdout) == row
+    empty = {**env, "HF_HUB_CACHE": str(tmp_path / "empty_hf")}
+    offline = _score_cli([str(clip), "--model", "audiobox"], empty)
+    assert offline.returncode == 2 and "model.safetensors" in offline.stderr
+    assert "facebook/audiobox-aesthetics" in offline.stderr and str(tmp_path / "empty_hf") in offline.stderr
+
+
+def test_model_without_the_export_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmmos.runtime import model_registry as mr
+    from mmmos.runtime.errors import BackendUnavailableError, BundleNotFoundError
+
+    monkeypatch.setenv("MMMOS_CACHE_DIR", str(tmp_path / "mm"))
+    folder = tmp_path / "snap"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setattr(mr, "_fetch", lambda model: folder)
+    monkeypatch.setattr(mr, "_export_available", lambda: "torch")
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'mmmos\[export\]'.*download.pytorch.org/whl/cpu"):
+        mr.resolve_model("audiobox", log=lambda _m: None)
+    with pytest.raises(BundleNotFoundError, match="neither a bundle folder nor a known model"):
+        mr.resolve_model("no-such-model", log=lambda _m: None)
+    assert mr.resolve_model(str(folder), log=lambda _m: None) == folder  # a folder is taken as is
