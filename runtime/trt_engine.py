@@ -126,7 +126,7 @@ class Gpu:
     @property
     def prefix(self) -> str:
         """`<trt_version>-sm<cc>`: the part of an engine key that says where plans load."""
-        return f"{self.version}-sm{self.capability[0]}{self.capability[1]}"
+        return key_prefix(self.version, self.capability)
 
 
 def open_gpu() -> Gpu:
@@ -170,9 +170,14 @@ class BatchProfile:
         return self.min <= 1 and batch_size <= self.max
 
 
+def key_prefix(trt_version: str, capability: tuple[int, int]) -> str:
+    """`<trt_version>-sm<cc>`, e.g. `10.13.3.9-sm90`: where the plans of a key folder load."""
+    return f"{trt_version}-sm{capability[0]}{capability[1]}"
+
+
 def engine_key(trt_version: str, capability: tuple[int, int], profile: BatchProfile) -> str:
     """Key folder of an engine set: `<trt_version>-sm<cc>-<profile>`, e.g. `10.13.3.9-sm90-b1-8-32`."""
-    return f"{trt_version}-sm{capability[0]}{capability[1]}-{profile.tag}"
+    return f"{key_prefix(trt_version, capability)}-{profile.tag}"
 
 
 _KEY_RE = re.compile(r"^(?P<prefix>.+-sm\d+)-b(?P<min>\d+)-(?P<opt>\d+)-(?P<max>\d+)$")
