@@ -3,7 +3,7 @@
 A spec is one of:
 
 - ``auto`` (the default), per row, the first that applies:
-  1. a ``system_id``, ``system`` or ``sys`` field of the row (manifest fields that `mmmos-score` passes through);
+  1. a ``system_id``, ``system`` or ``sys`` field of the row (however it got there: a pipeline's own field);
   2. an AudioMOS 2025 Track 2 system id in the file name or the row's ``sample_id``/``wavID``: the challenge's
      clips are named ``audiomos2025-track2-<system>-<utterance>`` with ``<system>`` = ``sys`` + 5 letters or
      digits (e.g. ``audiomos2025-track2-sys0v1wm-utt0dJodp`` -> ``sys0v1wm``; 36 systems x 85 clips in the
