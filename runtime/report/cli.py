@@ -72,9 +72,10 @@ def report(
         "or strings, and/or/not, parentheses; error rows are always rejected). Without --accepted, --rejected "
         "or -o the accepted paths go to stdout.", rich_help_panel=CURATION)] = None,
     accepted: Annotated[str | None, typer.Option(
-        help="Write the accepted rows' paths to FILE, one per line.", rich_help_panel=CURATION)] = None,
+        help="Write the accepted rows' paths to FILE, one per line (- for stdout).", rich_help_panel=CURATION)] = None,
     rejected: Annotated[str | None, typer.Option(
-        help="Write the rejected rows' paths (failed inputs too) to FILE.", rich_help_panel=CURATION)] = None,
+        help="Write the rejected rows' paths (failed inputs too) to FILE (- for stdout).",
+        rich_help_panel=CURATION)] = None,
     list_format: Annotated[ListFormat, typer.Option(
         help="--accepted/--rejected lines: paths, or the whole rows as JSONL (keeps start_time/end_time); "
         "auto: jsonl for a .jsonl file name, else paths.", rich_help_panel=CURATION)] = "auto",
@@ -93,7 +94,9 @@ def report(
         raise CommandLineError("--embed-audio is about the report; give -o report.html too.")
     targets = [t for t in (output, accepted, rejected) if t]
     if len(set(targets)) < len(targets):
-        raise CommandLineError("-o, --accepted and --rejected must be different files.")
+        raise CommandLineError("-o, --accepted and --rejected must be different files (only one may be - for stdout).")
+    if output == "-":
+        raise CommandLineError("-o wants a file name for the page (e.g. report.html), not -.")
     flt = parse_filter(filter_) if filter_ is not None else None
     ctx.obj["command"] = ReportCommand(
         inputs=list(inputs), output=output, force=force, grouper=parse_group_by(group_by), top=top,

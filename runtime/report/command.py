@@ -128,7 +128,8 @@ def _list_line(row: ScoreRow, fmt: ListFormat, target: str | None) -> str:
 
 @dataclass
 class _Curation:
-    """Sorts rows into accepted / rejected and writes the lists (accepted paths to stdout when no file is named)."""
+    """Sorts rows into accepted / rejected and writes the lists: to files, to stdout for "-", and the accepted
+    paths to stdout when neither list nor a report is asked for."""
 
     flt: Filter
     cmd: ReportCommand
@@ -137,22 +138,28 @@ class _Curation:
     counts: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "rejected": 0, "failed": 0})
 
     def __post_init__(self) -> None:
-        self.acc = _AtomicFile(self.cmd.accepted) if self.cmd.accepted else None
-        self.rej = _AtomicFile(self.cmd.rejected) if self.cmd.rejected else None
-        self.files = [f for f in (self.acc, self.rej) if f is not None]
-        self.to_stdout = not self.files and self.cmd.output is None
+        accepted = self.cmd.accepted or ("-" if not self.cmd.rejected and self.cmd.output is None else None)
+        self.acc, self.rej = self._open(accepted), self._open(self.cmd.rejected)
+        self.names = {"acc": accepted, "rej": self.cmd.rejected}
+        self.to_stdout = "-" in (accepted, self.cmd.rejected)
+
+    def _open(self, target: str | None) -> IO[str] | None:
+        if target is None:
+            return None
+        if target == "-":
+            return self.stdout
+        f = _AtomicFile(target)
+        self.files.append(f)
+        return f.fh
 
     def add(self, row: ScoreRow) -> bool:
         """File one row; True when accepted (error rows are always rejected)."""
         ok = row.ok and self.flt.matches(row.data)
         self.counts["accepted" if ok else "rejected"] += 1
         self.counts["failed"] += not row.ok
-        if ok and self.acc is not None:
-            self.acc.fh.write(_list_line(row, self.cmd.list_format, self.cmd.accepted))
-        elif ok and self.to_stdout:
-            self.stdout.write(_list_line(row, self.cmd.list_format, None))
-        elif not ok and self.rej is not None:
-            self.rej.fh.write(_list_line(row, self.cmd.list_format, self.cmd.rejected))
+        out, name = (self.acc, self.names["acc"]) if ok else (self.rej, self.names["rej"])
+        if out is not None:
+            out.write(_list_line(row, self.cmd.list_format, name))
         return ok
 
 
@@ -170,7 +177,7 @@ def run(cmd: ReportCommand, stdin: IO[str] | None = None, stdout: IO[str] | None
     try:
         files = expand_inputs(cmd.inputs)
         for target in (cmd.output, cmd.accepted, cmd.rejected):
-            if target:
+            if target and target != "-":
                 check_target(target, cmd.force)
         reader = RowReader(files, warn=_err, stdin=stdin)
         head, rest = _rows(cmd, reader)
@@ -217,6 +224,10 @@ def _write_report(cmd: ReportCommand, rows: list[ScoreRow], accepted: list[bool]
     from mmmos import __version__
 
     target = Path(cmd.output)
+    field_name = cmd.grouper.field
+    if field_name and not cmd.quiet and field_name.split(".")[0] not in row_fields(rows):
+        _err(f"mmmos-report: warning: --group-by {field_name}: no row has that field, so every row is in one group "
+             "(give a field the rows have, or re:REGEX for a regex over the path).")
     audio = AudioSources(out_dir=target.resolve().parent, embed=cmd.embed_audio,
                          limit_bytes=int(cmd.embed_limit_mb * 1e6),
                          audio_root=Path(cmd.audio_root).resolve() if cmd.audio_root else None)
@@ -249,7 +260,7 @@ def _summary(cmd: ReportCommand, counts: dict[str, int], skipped: int, curation:
     parts = [f"{counts['rows']} rows ({counts['failed']} failed input{'s' if counts['failed'] != 1 else ''})"]
     if curation is not None:
         c = curation.counts
-        where = ", ".join(x for x in (cmd.accepted, cmd.rejected) if x) or ("stdout" if curation.to_stdout else "")
+        where = ", ".join("stdout" if x == "-" else x for x in curation.names.values() if x)
         parts.append(f"filter: {c['accepted']} accepted, {c['rejected']} rejected" + (f" -> {where}" if where else ""))
     if cmd.output:
         parts.append(f"report -> {cmd.output} ({_size(page_bytes)})")

@@ -57,6 +57,8 @@ def test_parse_args_builds_the_command() -> None:
     (["s.jsonl", "-o", "r.html", "--accepted", "k.txt"], "need --filter"),
     (["s.jsonl", "--filter", "PQ>5", "--embed-audio"], "give -o report.html"),
     (["s.jsonl", "--filter", "PQ>5", "--accepted", "k.txt", "--rejected", "k.txt"], "different files"),
+    (["s.jsonl", "--filter", "PQ>5", "--accepted", "-", "--rejected", "-"], "only one may be -"),
+    (["s.jsonl", "-o", "-"], "not -"),
     (["s.jsonl", "--filter", "PQ >= 6 &&"], "at column 9"),
     (["s.jsonl", "-o", "r.html", "--group-by", "re:("], "--group-by"),
 ])
@@ -170,6 +172,14 @@ def test_outputs_are_never_overwritten_without_force(corpus: Path, capsys: pytes
     assert (corpus.parent / "r.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_grouping_by_a_field_no_row_has_warns(corpus: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _ = report([str(corpus), "-o", "r.html", "--group-by", "speaker"])
+    assert code == 0 and "--group-by speaker: no row has that field" in capsys.readouterr().err
+    code, _ = report([str(corpus), "-o", "r2.html", "--group-by", "model.name"])
+    page = (corpus.parent / "r2.html").read_text()
+    assert code == 0 and f'<tr class="group-row"><td>{MODEL["name"]}</td>' in page
+
+
 def test_no_rows_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty.jsonl").write_text("")
     assert report([str(tmp_path / "empty.jsonl"), "-o", str(tmp_path / "r.html")])[0] == 2
@@ -223,6 +233,16 @@ def test_filter_with_a_report_shows_the_outcome(corpus: Path) -> None:
     page = (corpus.parent / "r.html").read_text()
     assert code == 0 and out == ""  # with -o, accepted paths go to stdout only when asked (--accepted -)
     assert 'id="curation"' in page and "PQ&gt;=6" in page and 'class="bar bar-accepted"' in page
+
+
+def test_a_list_can_go_to_stdout(corpus: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out = report([str(corpus), "-o", "r.html", "--filter", "PQ < 3", "--accepted", "-", "--rejected",
+                        "drop.txt"])
+    drop = (corpus.parent / "drop.txt").read_text().splitlines()
+    assert code == 0 and out.splitlines() and all("sys0v1wm" in p for p in out.splitlines())
+    assert len(out.splitlines()) + len(drop) == 14 and "-> stdout, drop.txt" in capsys.readouterr().err
+    code, out = report([str(corpus), "--filter", "PQ < 3", "--rejected", "-"])
+    assert code == 0 and len(out.splitlines()) == 14 - 3 and "audio/broken.wav" in out
 
 
 # ------------------------------------------------------------------ end to end
