@@ -76,7 +76,8 @@ def from_checkpoints(
     return ExportSpec(
         encoders=encoders, members=[lm.member for lm in loaded], member_meta=[lm.meta for lm in loaded],
         untrained=False, provenance=provenance(
-            "checkpoints", ckpts, name="mmmos" if loaded else "mmmos-encoders", encoders={n: str(p) for n, p in paths.items() if p},
+            "checkpoints", ckpts, name="mmmos" if loaded else "mmmos-encoders",
+            encoders={n: str(p) for n, p in paths.items() if p},
             members_dir=str(members_dir) if members_dir else None,
         ),
     )
