@@ -1,13 +1,16 @@
 """Calibrate a bundle: INT8 encoder graphs from real windows, then every precision measured against fp32.
 
 ``calibrate_bundle`` is what ``mmmos-calibrate`` runs. Steps:
-1. decode DATA into windows (``data``);
+1. decode DATA into windows (``data``) and, unless ``--calib-data`` names other audio, split it: every other
+   file calibrates the INT8 ranges, the rest is held out for the check (``--no-hold-out`` uses all for both);
 2. optionally quantize each encoder body to INT8 for ONNX Runtime (``int8_ort``) and the symmetric QDQ
    variant for TensorRT (``int8_trt``; by default only where tensorrt and a GPU exist, else skipped with the
    reason in the report), calibrated on windows of the calibration audio;
-3. score DATA at every precision the bundle has (``runner``) and compare each with fp32 (``reports``);
+3. score DATA at every precision the bundle has (``runner``) and compare each with fp32 (``reports``) on the
+   held-out files (the status) and on the calibration files (reported beside it);
 4. write statuses into the manifest's ``precisions``, the details into report.json's ``calibration``
-   block, target statistics when a labelled manifest is given (``stats``), and refresh the sha256 list.
+   block, target statistics and conformal intervals when a labelled manifest is given (``stats``,
+   ``uncertainty_fit``), the out-of-domain reference from DATA, and refresh the sha256 list.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mmmos.runtime.bundle import Bundle
 from mmmos.runtime.manifest import graph_files, read_manifest
+from mmmos.runtime.precision_gate import Thresholds
+from mmmos.runtime.uncertainty import store
 
-from . import bundle_io, data, int8_ort, reports, runner, stats
+from . import bundle_io, data, int8_ort, reports, runner, stats, uncertainty_fit
 
 INT8 = "int8"
 INT8_TRT = "int8-trt"
@@ -32,7 +39,7 @@ class CalibrationOptions:
     """Knobs of one calibration run (the CLI maps its flags onto these)."""
 
     max_files: int | None = None
-    thresholds: dict[str, reports.Thresholds] = field(default_factory=dict)
+    thresholds: dict[str, Thresholds] = field(default_factory=dict)
     int8: bool = True
     int8_method: str = "minmax"
     calib_data: str | Path | None = None
@@ -44,6 +51,8 @@ class CalibrationOptions:
     trt_int8: bool | None = None  # None: only where tensorrt and a GPU exist; True: write them anyway (CPU is enough)
     targets: str | Path | None = None
     threads: int = 0
+    hold_out: bool = True  # judge precisions on files the INT8 ranges were not calibrated on
+    ood_reference: bool = True  # store DATA's fused embeddings as the out-of-domain reference
 
 
 def _now() -> str:
@@ -129,14 +138,16 @@ def calibrate_bundle(
         log(f"skipped {err['path']}: {err['error']}")
 
     n_windows = sum(c.n_windows for c in clips)
+    calib_idx, check_idx, how = _split(len(clips), opts)
     block: dict = {"created": _now(), "data": str(data_path), "n_files": len(clips), "n_windows": n_windows,
-                   "skipped": errors, "held_out": False}
+                   "skipped": errors, "held_out": how != "in-sample", "split": how,
+                   "n_check_files": int(check_idx.size)}
+    log(f"precisions are judged on {check_idx.size} files ({how})")
     written: list[str] = []
     if opts.int8:
-        calib_clips = clips
+        calib_clips = [clips[i] for i in calib_idx]
         if opts.calib_data is not None:
             calib_clips, _ = data.load_clips(data.list_audio(opts.calib_data, opts.max_files), specs)
-            block["held_out"] = True  # INT8 ranges come from other audio than the report's
         block["int8"], written = make_int8_graphs(bundle, manifest, calib_clips, opts, log)
         block["calibration_data"] = str(opts.calib_data or data_path)
 
@@ -146,32 +157,69 @@ def calibrate_bundle(
     block["score_seconds"] = {}  # wall time to score DATA per precision (sessions included): a rough speed hint
     for p in precisions:
         t0 = time.perf_counter()
-        results[p] = runner.score_clips(loaded, p, clips, opts.threads)
+        base = p == runner.BASE_PRECISION
+        results[p] = runner.score_clips(loaded, p, clips, opts.threads, embeddings=base and opts.ood_reference)
         block["score_seconds"][p] = round(time.perf_counter() - t0, 2)
         log(f"scored {len(clips)} files at {p} in {block['score_seconds'][p]:.1f} s")
-    reference = results[runner.BASE_PRECISION].mean
-    checked = _now()
-    block["precisions"] = {}
-    manifest.setdefault("precisions", {})
-    base = manifest["precisions"].get(runner.BASE_PRECISION) or {}  # keep the exporter's parity numbers
-    manifest["precisions"][runner.BASE_PRECISION] = {**base, "status": "passed", "reference": True, "checked": checked}
-    for p in precisions[1:]:
-        limits = reports.thresholds_for(p, opts.thresholds)
-        rep = reports.precision_report(p, reference, results[p].mean, limits, results[p].graphs)
-        block["precisions"][p] = rep
-        manifest["precisions"][p] = reports.precision_entry(rep, checked)
-        why = "" if rep["status"] == "passed" else " (" + "; ".join(rep["reasons"]) + ")"
-        rank = "not ranked: the set is too narrow" if rep["srcc"] is None else f"min SRCC {rep['srcc']:.4g}"
-        log(f"{p}: {rep['status']}: max abs {rep['max_abs']:.4g}, mean abs {rep['mean_abs']:.4g}, {rank}{why}")
-    block["fp32_scores"] = {"files": [c.path for c in clips], "mean": reference.round(5).tolist()}
+    _judge(manifest, block, results, precisions, (check_idx, calib_idx, how), opts, log)
+    reference = results[runner.BASE_PRECISION]
+    block["fp32_scores"] = {"files": [c.path for c in clips], "mean": reference.mean.round(5).tolist(),
+                            "check_files": check_idx.tolist()}
 
     targets = opts.targets
     if targets is None and stats.has_labels(Path(data_path)):
         targets = data_path  # DATA is itself a labelled manifest
+    conformal = None
     if targets is not None:
         ts = stats.target_stats(targets)
         manifest["target_stats"] = ts
         block["target_stats"] = {**ts, "members_with_other_stats": stats.members_mismatch(manifest, ts)}
         log(f"target stats from {targets}: mean {ts['mean']}, std {ts['std']}")
+        try:
+            conformal, block["conformal"] = uncertainty_fit.fit_intervals(loaded, targets, opts.threads, None, log)
+        except ValueError as exc:  # too few labelled clips: the bundle keeps scoring, without intervals
+            block["conformal"] = {"skipped": str(exc)}
+            log(f"conformal intervals skipped: {exc}")
+    ood = None
+    if opts.ood_reference and len(clips) >= 10:
+        ood, block["ood_reference"] = uncertainty_fit.fit_reference(reference, log)
+    elif opts.ood_reference:
+        block["ood_reference"] = {"skipped": f"{len(clips)} files; the reference needs at least 10"}
+    written += store(bundle, manifest, conformal, ood)
     bundle_io.save_calibration(bundle, manifest, block, written)
     return block
+
+
+def _split(n: int, opts: CalibrationOptions) -> tuple[np.ndarray, np.ndarray, str]:
+    """(files that calibrate INT8, files that judge the precisions, how they were chosen)."""
+    every = np.arange(n)
+    if opts.calib_data is not None:
+        return every, every, "held out: INT8 calibrated on --calib-data"
+    if not opts.hold_out or not opts.int8 or n < 2:  # nothing calibrated on DATA, asked not to, or one file
+        return every, every, "in-sample"
+    return every[0::2], every[1::2], "held out: every other DATA file calibrated INT8, the rest judged it"
+
+
+def _judge(manifest: dict, block: dict, results: dict[str, runner.PrecisionScores], precisions: list[str],
+           split: tuple[np.ndarray, np.ndarray, str], opts: CalibrationOptions, log: Callable[[str], None]) -> None:
+    """Judge every precision against fp32 on the check files (the status) and report the calibration files too."""
+    check_idx, calib_idx, how = split
+    checked = _now()
+    block["precisions"] = {}
+    manifest.setdefault("precisions", {})
+    base = manifest["precisions"].get(runner.BASE_PRECISION) or {}  # keep the exporter's parity numbers
+    manifest["precisions"][runner.BASE_PRECISION] = {**base, "status": "passed", "reference": True, "checked": checked}
+    reference = results[runner.BASE_PRECISION]
+    for p in precisions[1:]:
+        limits = reports.thresholds_for(p, opts.thresholds)
+        got = results[p]
+        rep = reports.precision_report(p, reference.mean[check_idx], got.mean[check_idx], limits, got.graphs)
+        rep["judged_on"] = how
+        if how != "in-sample":  # the same gate on the files INT8 was calibrated on, for comparison
+            rep["on_calibration_files"] = reports.precision_report(
+                p, reference.mean[calib_idx], got.mean[calib_idx], limits, got.graphs)
+        block["precisions"][p] = rep
+        manifest["precisions"][p] = reports.precision_entry(rep, checked)
+        why = "" if rep["status"] == "passed" else " (" + "; ".join(rep["reasons"]) + ")"
+        rank = "not ranked: the set is too narrow" if rep["srcc"] is None else f"min SRCC {rep['srcc']:.4g}"
+        log(f"{p}: {rep['status']}: max abs {rep['max_abs']:.4g}, mean abs {rep['mean_abs']:.4g}, {rank}{why}")

@@ -25,7 +25,12 @@ def calibrate(
     int8: bool = typer.Option(True, "--int8/--no-int8",
                               help="Write INT8 encoder graphs first (static QDQ, per-channel weights, ORT CPU)."),
     calib_method: str = typer.Option("minmax", help="INT8 range calibration: minmax, entropy or percentile."),
-    calib_data: Path | None = typer.Option(None, help="Other audio to calibrate INT8 ranges on (default: DATA)."),
+    calib_data: Path | None = typer.Option(
+        None, help="Other audio to calibrate INT8 ranges on (default: every other file of DATA)."),
+    hold_out: bool = typer.Option(True, "--hold-out/--no-hold-out", help="Judge precisions on DATA files the INT8 "
+                                  "ranges were not calibrated on (every other file calibrates); both are reported."),
+    ood_reference: bool = typer.Option(True, "--ood-reference/--no-ood-reference", help="Store DATA's fused "
+                                       "embeddings as the out-of-domain reference rows are scored against."),
     calib_windows: int = typer.Option(64, help="At most this many windows per encoder for INT8 ranges."),
     reduce_range: bool = typer.Option(False, help="7-bit weights, for CPUs without VNNI."),
     quantize_conv: bool = typer.Option(True, "--quantize-conv/--no-quantize-conv",
@@ -34,7 +39,9 @@ def calibrate(
     trt_int8: bool | None = typer.Option(
         None, "--trt-int8/--no-trt-int8",
         help="TensorRT INT8 QDQ graph (+ its plans where TensorRT and a GPU exist; default: only there)."),
-    targets: Path | None = typer.Option(None, help="Labelled training manifest for target statistics."),
+    targets: Path | None = typer.Option(None, help="Labelled manifest (CSV/JSONL with PQ/PC/CE/CU labels): target "
+                                        "statistics, and conformal score intervals fitted on its clips (use clips the "
+                                        "members were not trained on)."),
     threads: int = typer.Option(0, help="ORT intra-op threads (0 = ORT's default)."),
     bench: bool = typer.Option(False, help="Afterwards, time fp32 vs the other precisions' encoder graphs."),
 ) -> None:
@@ -45,7 +52,7 @@ def calibrate(
         max_files=max_files,
         thresholds={"fp16": Thresholds(fp16_max_abs, fp16_min_srcc), "int8": Thresholds(int8_max_abs, int8_min_srcc),
                     "int8-trt": Thresholds(int8_max_abs, int8_min_srcc)},
-        int8=int8, int8_method=calib_method, calib_data=calib_data,
+        int8=int8, int8_method=calib_method, calib_data=calib_data, hold_out=hold_out, ood_reference=ood_reference,
         calib_windows=calib_windows, reduce_range=reduce_range, exclude_patterns=tuple(exclude),
         include_conv=quantize_conv, trt_int8=trt_int8, targets=targets, threads=threads,
     )

@@ -17,6 +17,7 @@ from mmmos.runtime.backend_ort import OrtPipeline
 from mmmos.runtime.bundle import Bundle
 from mmmos.runtime.errors import NoEnsembleError
 from mmmos.runtime.names import GRAPH_KEYS, GraphKey
+from mmmos.runtime.uncertainty import fused_embedding
 from mmmos.runtime.windows import fold_windows
 
 from .data import ClipWindows
@@ -32,31 +33,48 @@ def graph_keys_present(bundle: Bundle) -> list[GraphKey]:
 
 @dataclass
 class PrecisionScores:
-    """File-level scores of one graph key: ``mean [F, 4]`` on the 0-10 scale, and the graph files that made them."""
+    """File-level scores of one graph key on the 0-10 scale: ensemble ``mean [F, 4]`` and spread ``std [F, 4]``,
+    the graph files that made them, and (when asked) each file's fused embedding ``[F, E]``."""
 
     precision: GraphKey
     mean: np.ndarray
+    std: np.ndarray
     graphs: dict[str, str]
+    embeddings: np.ndarray | None = None
+
+    def subset(self, index: np.ndarray) -> PrecisionScores:
+        """The scores of some of the files."""
+        emb = None if self.embeddings is None else self.embeddings[index]
+        return PrecisionScores(self.precision, self.mean[index], self.std[index], self.graphs, emb)
 
 
-def score_clips(bundle: Bundle, key: GraphKey, clips: Sequence[ClipWindows], threads: int = 0) -> PrecisionScores:
-    """File-level mean scores ``[F, 4]`` of every clip with the bundle's `key` graphs (ORT CPU).
+def score_clips(bundle: Bundle, key: GraphKey, clips: Sequence[ClipWindows], threads: int = 0,
+                embeddings: bool = False) -> PrecisionScores:
+    """File-level scores of every clip with the bundle's `key` graphs (ORT CPU), folded as the runtime does.
 
     Raises:
         NoEnsembleError: the bundle has no ensemble graph (calibration compares scores).
     """
     if not bundle.has_ensemble:
         raise NoEnsembleError(bundle)
+    pooled = bundle.pooled_outputs()
     pipeline = OrtPipeline(bundle, key, device="cpu", threads=threads)
+    means, stds, embs = [], [], []
     try:
-        means = []
         for clip in clips:
             batch = {name: (clip.wav[name], clip.lengths[name]) for name in clip.wav}
-            _, out = pipeline.run(batch, want_features=False)
+            feats, out = pipeline.run(batch, want_features=embeddings)
             assert out is not None  # want_scores defaults to True
-            means.append(fold_windows(out[0], clip.weights).mean)
+            folded = fold_windows(out[0], clip.weights)
+            means.append(folded.mean)
+            stds.append(folded.std)
+            if embeddings:
+                w = clip.weights.astype(np.float64)
+                embs.append(np.tensordot(w, fused_embedding(feats, pooled), axes=1) / w.sum())
     finally:
         pipeline.close()
     graphs = {e.name: e.graphs[key] for e in bundle.encoders}
     graphs["ensemble"] = bundle.ensemble_graph(key).name
-    return PrecisionScores(key, np.stack(means) if means else np.zeros((0, 4)), graphs)
+    empty = np.zeros((0, 4))
+    return PrecisionScores(key, np.stack(means) if means else empty, np.stack(stds) if stds else empty, graphs,
+                           np.stack(embs) if embs else None)

@@ -38,6 +38,9 @@ def export(
     muq_sample_rate: int = typer.Option(24000, help="Rate MuQ is fed (16000 reproduces MMMOS's feed)."),
     members: Path | None = typer.Option(None, help="Members folder written by mmmos-train select."),
     encoders_from: Path | None = typer.Option(None, help="Reuse this bundle's encoder graphs (needs --members)."),
+    ood_reference: Path | None = typer.Option(
+        None, "--ood-reference", help="A training feature cache (mmmos-train cache) whose clips become the "
+        "out-of-domain reference rows are scored against (with --members)."),
     fp16: bool = typer.Option(True, "--fp16/--no-fp16", help="Also write mixed fp16 graphs and check them."),
     frames: bool = typer.Option(
         False, "--frames", help="Export frame features for every encoder (to cache features for blstm-t training)."
@@ -87,6 +90,7 @@ def export(
         else:
             spec = sources.from_checkpoints(wavlm, muq, m2d, members, muq_sample_rate, trust_pickle)
         spec.frames = frames
+        spec.ood_cache = ood_reference
         if triton_repo is not None:
             from mmmos.runtime.serving.triton_repo import model_config_pb2
 

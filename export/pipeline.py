@@ -71,6 +71,8 @@ class ExportSpec:
     steps: int = 50
     frames: bool = False
     """Export frame outputs for every encoder, not only those a blstm-t member reads (for feature caches)."""
+    ood_cache: Path | None = None
+    """A training feature cache (`mmmos-train cache`) whose clips become the out-of-domain reference."""
 
 
 def _frames_needed(members: list[Member]) -> set[str]:
@@ -159,6 +161,19 @@ def _graph_set(encoders: list[dict[str, Any]], ensemble: dict[str, Any] | None, 
         encoders={e["name"]: out / e["graphs"][p] for e in encoders},
         ensemble=out / ensemble["graphs"][p] if ensemble else None,
     )
+
+
+def _store_ood_reference(out: Path, cache: Path, encoders: list[dict[str, Any]], extra: dict[str, Any],
+                         log: Log) -> dict[str, Any]:
+    """Fit the out-of-domain reference on a training cache's clips and store it (sets `extra["uncertainty"]`)."""
+    from mmmos.runtime.uncertainty import fit_ood, store
+    from mmmos.training.cache_store import CachedSet
+
+    pooled = [o for e in encoders for o in e["outputs"] if o.endswith("_pooled")]
+    log(f"fitting the out-of-domain reference on the clips of {cache} ...")
+    ref = fit_ood(CachedSet(cache).clip_embeddings(pooled))
+    store(out, extra, ood=ref)
+    return {"cache": str(cache), "n": ref.n, "threshold": ref.threshold}
 
 
 def _member_entries(spec: ExportSpec) -> list[dict[str, Any]]:
@@ -250,10 +265,14 @@ def export_bundle(
         report["tensorrt"] = {"status": "skipped", "reason": "--no-trt" if trt is False else "no fp16 graphs"}
     report["status"] = "passed"
     report.setdefault("timings_s", {})["total"] = round(time.perf_counter() - start, 2)
+    extra: dict[str, Any] = {}
+    if spec.ood_cache is not None:
+        report["ood_reference"] = _store_ood_reference(out, spec.ood_cache, encoders, extra, log)
     write_json(out / REPORT_NAME, report)
     manifest = write_manifest(
         out, encoders=[EncoderSpec.from_dict(e) for e in encoders], ensemble=ensemble_entry,
         members=_member_entries(spec), precisions=precisions, provenance=spec.provenance, untrained=spec.untrained,
+        extra=extra,
     )
     summary = f"fp32 parity max abs {fp32_par['max_abs']:.2e}"
     if fp16:

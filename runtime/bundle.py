@@ -6,6 +6,7 @@ sentence says what to do (re-export, rebuild engines, pick another precision).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from mmmos import AXES
 from .errors import BundleError, BundleNotFoundError, PrecisionError
 from .manifest import ENGINES_DIR, MANIFEST_NAME, EncoderSpec, manifest_sha256, read_manifest, sha256_file
 from .names import GRAPH_KEYS, Backend, GraphKey, Precision, PrecisionChoice, auto_precision, graph_key
+from .uncertainty import Conformal, OODReference, load_conformal
 from .windows import WINDOW_SECONDS
 
 MAKE_ONE = (
@@ -267,6 +269,22 @@ class Bundle:
         unlisted = [g for g in used if g not in files and (self.root / g).exists()]
         if files and unlisted:
             raise BundleError(f"graphs {unlisted} of {self.root} have no sha256 in the manifest; re-export.")
+
+    @functools.cached_property
+    def conformal(self) -> Conformal | None:
+        """Calibrated score intervals (`mmmos-calibrate --targets`), or None."""
+        name = (self.manifest.get("uncertainty") or {}).get("conformal")
+        return load_conformal(self.root / name) if name else None
+
+    @functools.cached_property
+    def ood_reference(self) -> OODReference | None:
+        """The out-of-domain reference (fused embeddings of reference clips), or None."""
+        name = (self.manifest.get("uncertainty") or {}).get("ood")
+        return OODReference.load(self.root / name) if name else None
+
+    def pooled_outputs(self) -> list[str]:
+        """The encoders' pooled output names (`<name>_pooled`), in bundle order: what the fused embedding fuses."""
+        return [o for e in self.encoders for o in e.outputs if o.endswith("_pooled")]
 
     def graph_keys(self) -> list[GraphKey]:
         """Graph keys every encoder has a graph for (the ensemble falls back to its fp32 graph)."""

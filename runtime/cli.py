@@ -16,6 +16,7 @@ from .cli_options import (
     BackendOption,
     BatchSizeOption,
     BundleOption,
+    CoverageOption,
     ForcePrecisionOption,
     ModelOption,
     PrecisionOption,
@@ -92,6 +93,7 @@ def score(
     force_precision: ForcePrecisionOption = False,
     threads: ThreadsOption = DEFAULTS.threads,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    coverage: CoverageOption = DEFAULTS.coverage,
     fmt: Annotated[Format | None, typer.Option(
         "--format", "-f", help="table on a terminal, jsonl otherwise (or from --output's extension).")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write results to FILE.")] = None,
@@ -128,7 +130,7 @@ def score(
         raise CommandLineError("give at least one INPUT (file, folder, .jsonl, .csv, or - for paths on stdin).")
     if bundle is not None and model is not None:
         raise CommandLineError("--bundle and --model both name the model; pass one of them.")
-    settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size)
+    settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size, coverage)
     out = _output_options(fmt, output, force, resume, shard, quiet, ray, timeline)
     ray_opts = None
     if ray:

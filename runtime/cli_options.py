@@ -30,13 +30,15 @@ ForcePrecisionOption = Annotated[bool, typer.Option(
     "--force-precision", help="Use --precision even if its check did not pass (warns).")]
 ThreadsOption = Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads (0 = cores).")]
 BatchSizeOption = Annotated[int, typer.Option(min=1, help="Windows per graph call (bounds memory).")]
+CoverageOption = Annotated[float, typer.Option(
+    min=0.01, max=0.99, help="Nominal coverage of the score intervals rows carry (bundles calibrated with --targets).")]
 
 
 def settings_from_options(bundle: Path | None, backend: Backend, precision: PrecisionChoice, force_precision: bool,
-                          threads: int, batch_size: int) -> ScorerSettings:
+                          threads: int, batch_size: int, coverage: float) -> ScorerSettings:
     """The settings the shared options describe."""
     return ScorerSettings(bundle=str(bundle) if bundle else None, backend=backend, precision=precision,
-                          force_precision=force_precision, threads=threads, batch_size=batch_size)
+                          force_precision=force_precision, threads=threads, batch_size=batch_size, coverage=coverage)
 
 
 def with_model(settings: ScorerSettings, model: str | None, log: Callable[[str], None]) -> ScorerSettings:

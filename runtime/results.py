@@ -46,6 +46,8 @@ class ScoreResult:
         extra: manifest fields passed through.
         model: the bundle that made the scores.
         timeline: the scores of each window the file score averages (empty on error).
+        interval: axis -> [lo, hi] at the nominal coverage, when the bundle has calibrated intervals.
+        ood: {"score", "flag"}: how far the file's fused embedding lies from the bundle's reference clips.
     """
 
     path: str | None
@@ -60,6 +62,8 @@ class ScoreResult:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     model: ModelId | None = None
     timeline: list[WindowScore] = field(default_factory=list, repr=False)
+    interval: dict[str, list[float]] | None = None
+    ood: dict[str, float | bool] | None = None
 
     def __post_init__(self) -> None:
         # The last guard of every path that writes rows: finite scores or an error, never neither.
@@ -72,7 +76,7 @@ class ScoreResult:
             self.error = NON_FINITE_SCORES
         else:
             return
-        self.scores, self.std, self.members, self.timeline = None, None, None, []
+        self.scores, self.std, self.members, self.timeline, self.interval, self.ood = None, None, None, [], None, None
 
     @property
     def ok(self) -> bool:
@@ -101,6 +105,10 @@ class ScoreResult:
         row["error"] = self.error
         if self.model is not None:
             row["model"] = self.model.to_dict()
+        if self.interval is not None:
+            row["interval"] = {a: [round(v, 6) for v in self.interval[a]] for a in AXES}
+        if self.ood is not None:
+            row["ood"] = dict(self.ood)
         if timeline and self.ok:
             row["timeline"] = [w.to_dict() for w in self.timeline]
             row["worst"] = self.worst()

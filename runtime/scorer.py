@@ -27,6 +27,7 @@ from .names import Backend, PrecisionChoice
 from .results import EncodedItem, ScoreResult, WindowScore
 from .runner import EnsembleOut, Pipeline
 from .settings import ScorerSettings
+from .uncertainty import fused_embedding
 from .windows import WINDOW_SECONDS, Window, fold_windows, iter_windows
 
 ScoreInput = str | os.PathLike[str] | tuple[np.ndarray, int] | InputItem
@@ -69,6 +70,7 @@ class _State:
     weights: list[float] = field(default_factory=list)
     window_scores: list[np.ndarray] = field(default_factory=list)  # [M, 4] per window, folded at the end
     feats: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    embedding_sum: np.ndarray | None = None  # weighted sum of window fused embeddings (out-of-domain score)
 
     @property
     def complete(self) -> bool:
@@ -133,6 +135,8 @@ class Scorer:
         self.pipeline: Pipeline = started.pipeline
         self.precision = started.precision
         self._encoders = list(self.bundle.encoders)
+        self._ood = self.bundle.ood_reference
+        self._pooled = self.bundle.pooled_outputs()
         self.model = self.bundle.model_id
         self._rates = [e.sample_rate for e in self.bundle.encoders]
 
@@ -300,13 +304,19 @@ class Scorer:
                      np.asarray([w.lengths[e.name] for _, w in batch], dtype=np.int64))
             for e in self._encoders
         }
-        feats, out = self.pipeline.run(feeds, want_features=want_features, want_scores=want_scores)
+        ood = self._ood is not None and want_scores
+        feats, out = self.pipeline.run(feeds, want_features=want_features or ood, want_scores=want_scores)
+        fused = fused_embedding(feats, self._pooled) if ood else None
         for i, (st, w) in enumerate(batch):
             st.weights.append(w.weight)
             if out is not None:
                 st.window_scores.append(np.array(out[0][i], np.float32))
-            for k, v in feats.items():
-                st.feats.setdefault(k, []).append(np.array(v[i]))
+            if fused is not None:
+                part = w.weight * fused[i]
+                st.embedding_sum = part if st.embedding_sum is None else st.embedding_sum + part
+            if want_features:
+                for k, v in feats.items():
+                    st.feats.setdefault(k, []).append(np.array(v[i]))
             st.done += 1
 
     def _finish_score(self, st: _State) -> ScoreResult:
@@ -318,12 +328,22 @@ class Scorer:
             return ScoreResult(error=st.error or "no windows were scored", **base)
         window_scores = np.stack(st.window_scores)  # [n, M, 4]
         folded = fold_windows(window_scores, np.asarray(st.weights))
+        scores = {a: float(folded.mean[j]) for j, a in enumerate(AXES)}
+        std = {a: float(folded.std[j]) for j, a in enumerate(AXES)}
+        conformal = self.bundle.conformal
         return ScoreResult(
-            scores={a: float(folded.mean[j]) for j, a in enumerate(AXES)},
-            std={a: float(folded.std[j]) for j, a in enumerate(AXES)},
-            duration_s=st.duration_s, windows=st.n_windows, members=folded.members.astype(np.float32),
-            timeline=self._timeline(window_scores.mean(axis=1), st), **base,
+            scores=scores, std=std, duration_s=st.duration_s, windows=st.n_windows,
+            members=folded.members.astype(np.float32), timeline=self._timeline(window_scores.mean(axis=1), st),
+            interval=None if conformal is None else conformal.interval(scores, std, self.settings.coverage),
+            ood=self._ood_row(st), **base,
         )
+
+    def _ood_row(self, st: _State) -> dict[str, float | bool] | None:
+        """The file's out-of-domain score against the bundle's reference clips (None without a reference)."""
+        if self._ood is None or st.embedding_sum is None:
+            return None
+        score = self._ood.score(st.embedding_sum / float(np.sum(st.weights)))
+        return {"score": round(score, 4), "flag": self._ood.flag(score)}
 
     def _timeline(self, window_means: np.ndarray, st: _State) -> list[WindowScore]:
         """One entry per window: where it lies in the file (a segment's windows start at its start_time)."""

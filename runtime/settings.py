@@ -27,6 +27,7 @@ class ScorerSettings:
         threads: ONNX Runtime intra-op threads (0 = cores).
         batch_size: windows per graph call (bounds model memory).
         verify: check the bundle files' sha256 on load.
+        coverage: nominal coverage of the score intervals rows carry when the bundle has calibrated them.
     """
 
     bundle: str | None = None
@@ -36,12 +37,15 @@ class ScorerSettings:
     threads: int = 0
     batch_size: int = 8
     verify: bool = True
+    coverage: float = 0.9
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if not 0.0 < self.coverage < 1.0:
+            raise ValueError(f"coverage must be between 0 and 1 (e.g. 0.9), got {self.coverage}")
 
     def with_changes(self, **changes: Any) -> ScorerSettings:
         """A copy with `changes` applied."""

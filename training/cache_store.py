@@ -198,3 +198,13 @@ class CachedSet:
             for n in names:
                 out[n][sel[order]] = self._shards[s].arrays[n][local[order]]
         return out
+
+    def clip_embeddings(self, pooled: Sequence[str], batch: int = 256) -> np.ndarray:
+        """Each clip's fused embedding `[n_clips, E]` from the cached pooled outputs, folded over its windows as
+        the runtime folds them (`mmmos.runtime.uncertainty.fused_embedding`, window weights)."""
+        from mmmos.runtime.uncertainty import fused_embedding
+        from mmmos.runtime.windows import weighted_segment_mean
+
+        parts = [fused_embedding(self.gather(pooled, np.arange(s, min(s + batch, self.n_windows))), pooled)
+                 for s in range(0, self.n_windows, batch)]
+        return weighted_segment_mean(np.concatenate(parts), self.window_weights, self.window_clip, self.n_clips)

@@ -41,6 +41,7 @@ from ..cli_options import (
     BackendOption,
     BatchSizeOption,
     BundleOption,
+    CoverageOption,
     ForcePrecisionOption,
     ModelOption,
     PrecisionOption,
@@ -232,6 +233,7 @@ def serve(
     force_precision: ForcePrecisionOption = False,
     threads: ThreadsOption = DEFAULTS.threads,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    coverage: CoverageOption = DEFAULTS.coverage,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default; 0.0.0.0 exposes it).")] = (
         "127.0.0.1"),
     http_port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
@@ -242,7 +244,7 @@ def serve(
     instances: Annotated[int, typer.Option(min=1, help="Model instances (one Scorer each).")] = 1,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM."""
-    settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size)
+    settings = settings_from_options(bundle, backend, precision, force_precision, threads, batch_size, coverage)
     try:
         settings = with_model(settings, model, lambda m: print(m, file=sys.stderr, flush=True))
     except MMMOSRuntimeError as exc:
