@@ -20,7 +20,7 @@ from typing import Any
 from mmmos import AXES
 
 from .errors import BundleError, BundleNotFoundError
-from .windows import WINDOW_SECONDS
+from .windows import WINDOW_SECONDS, LengthRule
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -41,6 +41,8 @@ class EncoderSpec:
         outputs: graph output names, e.g. "wavlm_pooled".
         frames: whether the graph also outputs frame features (`<name>_frames`, `<name>_steps`).
         steps: steps per window of the frame outputs (None without frames).
+        lengths: for a graph with a dynamic time axis, how many samples a window is fed (None: always
+            `window_samples`, the whole zero-padded window).
     """
 
     name: str
@@ -51,6 +53,16 @@ class EncoderSpec:
     outputs: tuple[str, ...] = ()
     frames: bool = False
     steps: int | None = None
+    lengths: LengthRule | None = None
+
+    def fed_samples(self, valid: int) -> int:
+        """Samples a window with `valid` valid samples is fed (the whole window without a length rule)."""
+        return self.window_samples if self.lengths is None else self.lengths.fed_samples(valid)
+
+    @property
+    def max_samples(self) -> int:
+        """The most samples a window is ever fed."""
+        return self.window_samples if self.lengths is None else self.lengths.max_samples
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
@@ -58,7 +70,8 @@ class EncoderSpec:
         return cls(name=str(d["name"]), sample_rate=int(d["sample_rate"]), window_samples=int(d["window_samples"]),
                    graphs=dict(d.get("graphs", {})), inputs=tuple(d.get("inputs", ("wav", "lengths"))),
                    outputs=tuple(d.get("outputs", ())), frames=bool(d.get("frames", False)),
-                   steps=int(d["steps"]) if d.get("steps") is not None else None)
+                   steps=int(d["steps"]) if d.get("steps") is not None else None,
+                   lengths=LengthRule.from_dict(d["lengths"]) if d.get("lengths") else None)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest entry."""
@@ -67,6 +80,8 @@ class EncoderSpec:
                                "inputs": list(self.inputs), "outputs": list(self.outputs), "frames": self.frames}
         if self.steps is not None:
             out["steps"] = self.steps
+        if self.lengths is not None:
+            out["lengths"] = self.lengths.to_dict()
         return out
 
 

@@ -23,6 +23,43 @@ WINDOW_SECONDS = 10.0
 """Window length and hop (the Audiobox rule)."""
 
 
+@dataclass(frozen=True)
+class LengthRule:
+    """How many samples of a window an encoder graph with a dynamic time axis is fed.
+
+    A window of `valid` samples is fed `offset + k * step` samples, the fewest that hold the valid samples plus
+    `margin` (what the encoder's receptive field reads past them), at least one step, at most `max_samples`
+    (the full window's fed length). Zeros fill the fed samples past the valid ones. The graph then computes
+    about the valid audio instead of the whole padded window; the encoder guarantees (and its tests check) that
+    the pooled result equals the padded window's, or docs/contracts.md says by how much it differs.
+    """
+
+    margin: int
+    step: int
+    offset: int
+    max_samples: int
+
+    def fed_samples(self, valid: int) -> int:
+        """Samples to feed for a window with `valid` valid samples."""
+        k = max(1, math.ceil((int(valid) + self.margin - self.offset) / self.step))
+        return min(self.offset + k * self.step, self.max_samples)
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest length ever fed (a window of one valid sample)."""
+        return self.fed_samples(1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LengthRule:
+        """Parse a manifest `lengths` entry."""
+        return cls(margin=int(d["margin"]), step=int(d["step"]), offset=int(d["offset"]),
+                   max_samples=int(d["max_samples"]))
+
+    def to_dict(self) -> dict[str, int]:
+        """The manifest `lengths` entry."""
+        return {"margin": self.margin, "step": self.step, "offset": self.offset, "max_samples": self.max_samples}
+
+
 class EncoderInput(Protocol):
     """What the window rule needs of an encoder (`manifest.EncoderSpec` has it)."""
 
