@@ -15,9 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmmos.runtime.windows import LengthRule
+
 from .wavlm_attention import MASK_NEG, WavLMEncoderLayer
 
 ConvSpec = tuple[tuple[int, int, int], ...]
+CHUNK = 256
+"""Frames per chunk of the first GroupNorm's chunked sums (accuracy of long fp32 reductions in ORT)."""
 
 BASE_PLUS_CONV: ConvSpec = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 
@@ -161,7 +165,7 @@ class _TransposeLast(nn.Module):
         return x.transpose(-2, -1)
 
 
-def _chunked_time_mean(x: Tensor, chunk: int = 256) -> Tensor:
+def _chunked_time_mean(x: Tensor, chunk: int = CHUNK) -> Tensor:
     """Mean over the last axis as a sum of chunk sums: [B, C, T] -> [B, C, 1].
 
     ONNX Runtime's ReduceMean / InstanceNormalization accumulate the ~32k steps of WavLM's first conv layer in one
@@ -176,28 +180,76 @@ def _chunked_time_mean(x: Tensor, chunk: int = 256) -> Tensor:
     return parts.sum(-1, keepdim=True) / t
 
 
+def _chunked_time_sum(x: Tensor, chunk: int = CHUNK) -> Tensor:
+    """Sum over the last axis as a sum of chunk sums: [B, C, T] -> [B, C, 1] (see `_chunked_time_mean`).
+
+    The runtime feeds lengths whose layer-0 frame count is a multiple of the chunk (`WavLM.length_rule`), so the
+    exported graph reshapes without a Pad; other lengths (eager use) pad with zeros, which leaves the sum exact.
+    """
+    t = x.shape[-1]
+    pad = (-t) % chunk
+    if pad:
+        x = nn.functional.pad(x, (0, pad))
+    return x.reshape(x.shape[0], x.shape[1], -1, chunk).sum(-1).sum(-1, keepdim=True)
+
+
+def _frames_not_computed(x: Tensor, nominal: int) -> Tensor | float:
+    """`max(nominal - T, 0)` for x [..., T]: a traced shape computation under the TorchScript exporter (so the
+    exported graph works for every fed length, not only the example's), a plain number otherwise."""
+    if torch.jit.is_tracing():
+        return torch.clamp(nominal - torch._shape_as_tensor(x)[-1].to(torch.float32), min=0.0)
+    return float(max(nominal - x.shape[-1], 0))
+
+
 class ChannelGroupNorm(nn.GroupNorm):
     """GroupNorm with one group per channel (unilm `Fp32GroupNorm(dim, dim)`), as explicit two-pass chunked sums.
 
     Same parameters (`weight`, `bias`) and maths as `nn.GroupNorm(C, C)`; written out so that the exported graph's
     long time reductions stay accurate in ONNX Runtime (see `_chunked_time_mean`). Always computed in fp32.
+
+    With `nominal_frames` set (WavLM's first conv layer), the statistics are those of the full padded window:
+    WavLM normalises each channel over all frames of the 10 s window, padding included, so a window computed on
+    only its first `T` frames adds the `nominal_frames - T` frames it did not compute, each equal to `v0` (the
+    conv's output on zeros: its bias, or 0), and ignores computed frames past the nominal count. Then a short
+    window costs its own length and gives the padded window's result.
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[B, C, T] -> [B, C, T], normalised over T per channel, then affine."""
+    nominal_frames: int | None = None
+
+    def forward(self, x: Tensor, v0: Tensor | None = None) -> Tensor:
+        """[B, C, T] -> [B, C, T], normalised over T (or over the nominal window) per channel, then affine."""
         dtype = x.dtype
         x = x.float()
-        xc = x - _chunked_time_mean(x)
-        var = _chunked_time_mean(xc * xc)
+        if self.nominal_frames is None:
+            xc = x - _chunked_time_mean(x)
+            var = _chunked_time_mean(xc * xc)
+        else:
+            tf = int(self.nominal_frames)
+            fill = torch.zeros_like(self.bias.float()) if v0 is None else v0.float()
+            fill = fill[None, :, None]
+            missing = _frames_not_computed(x, tf)
+            mean = (_chunked_time_sum(x) - x[..., tf:].sum(-1, keepdim=True) + missing * fill) / tf
+            xc = x - mean
+            sq = xc * xc
+            var = (_chunked_time_sum(sq) - sq[..., tf:].sum(-1, keepdim=True) + missing * (fill - mean) ** 2) / tf
         y = xc / torch.sqrt(var + self.eps) * self.weight.float()[:, None] + self.bias.float()[:, None]
         return y.to(dtype)
+
+
+class _GroupNormConvBlock(nn.Sequential):
+    """Conv layer 0 of the "default" extractor: conv, (dropout), GroupNorm told the conv's output on zeros, GELU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, C_in, N] -> [B, C, T]."""
+        conv, _, norm, act = self
+        return act(norm(conv(x), v0=conv.bias))
 
 
 def _conv_block(n_in: int, n_out: int, k: int, s: int, norm: str, bias: bool) -> nn.Sequential:
     """One unilm conv block; index 1 is the (eval no-op) dropout so that parameter indices match unilm."""
     conv = nn.Conv1d(n_in, n_out, k, stride=s, bias=bias)
     if norm == "group":
-        return nn.Sequential(conv, nn.Identity(), ChannelGroupNorm(n_out, n_out, affine=True), nn.GELU())
+        return _GroupNormConvBlock(conv, nn.Identity(), ChannelGroupNorm(n_out, n_out, affine=True), nn.GELU())
     if norm == "layer":
         ln = nn.Sequential(_TransposeLast(), nn.LayerNorm(n_out, elementwise_affine=True), _TransposeLast())
         return nn.Sequential(conv, nn.Identity(), ln, nn.GELU())
@@ -316,7 +368,7 @@ class TransformerEncoder(nn.Module):
             x = self.layer_norm(x)
         pad_bias = (~frame_mask).to(x.dtype)[:, None, None, :] * MASK_NEG  # [B, 1, 1, T]
         first = self.layers[0].self_attn
-        pos_bias = first.position_bias() if first.has_relative_attention_bias else None
+        pos_bias = first.position_bias(x.shape[1]) if first.has_relative_attention_bias else None
         states = [x]
         for layer in self.layers:
             x = layer(x, pad_bias, pos_bias)
@@ -356,10 +408,35 @@ class WavLM(nn.Module):
         self.post_extract_proj = nn.Linear(embed, cfg.embed_dim) if embed != cfg.embed_dim else None
         self.mask_emb = nn.Parameter(torch.zeros(cfg.embed_dim))  # pretraining only; kept so state dicts match
         self.encoder = TransformerEncoder(cfg, self.num_frames)
-        self.register_buffer("sample_index", torch.arange(self.window_samples), persistent=False)
-        self.register_buffer("frame_start", torch.arange(self.num_frames) * self.samples_per_frame, persistent=False)
+        first_norm = self.feature_extractor.conv_layers[0][2]
+        if isinstance(first_norm, ChannelGroupNorm):
+            # layer 0 normalises over the whole window: fed fewer samples, it still uses the window's statistics
+            first_norm.nominal_frames = self.conv_frames(self.window_samples)
         self.reset_parameters()
         self.eval()
+
+    def conv_frames(self, num_samples: int) -> int:
+        """Frames conv layer 0 makes from `num_samples` samples."""
+        _, k, s = self.cfg.conv_layers[0]
+        return (num_samples - k) // s + 1
+
+    @property
+    def length_rule(self) -> LengthRule:
+        """How many samples a window is fed (valid + receptive field, on layer 0's chunk grid; runtime contract).
+
+        Fed `offset + k * step` samples, layer 0 makes `256 k` frames, so its GroupNorm's chunked sums need no
+        Pad; the margin covers the conv stack's receptive field, so every valid frame sees all its samples. The
+        full window is fed `max_samples` (>= `window_samples`; the few samples past it are masked to zero and
+        the output frames are the window's own). A window fed this gives the padded window's result.
+        """
+        _, k0, s0 = self.cfg.conv_layers[0]
+        receptive, hop = 1, 1
+        for _, k, s in self.cfg.conv_layers:
+            receptive += (k - 1) * hop
+            hop *= s
+        step, offset = s0 * CHUNK, k0 - s0
+        full = offset + step * math.ceil((self.window_samples - offset) / step)
+        return LengthRule(margin=receptive, step=step, offset=offset, max_samples=full)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -384,19 +461,25 @@ class WavLM(nn.Module):
         """Bake the pos-conv weight norm into a plain weight (call before ONNX export)."""
         self.encoder.pos_conv[0].bake()
 
-    def frame_mask(self, lengths: Tensor) -> Tensor:
+    def frame_mask(self, lengths: Tensor, num_frames: int | Tensor) -> Tensor:
         """[B] int64 valid samples -> [B, T] bool, True = frame holds at least one valid sample (Audiobox rule)."""
-        return self.frame_start[None, :] < lengths[:, None]
+        starts = torch.arange(num_frames, device=lengths.device) * self.samples_per_frame
+        return starts[None, :] < lengths[:, None]
 
     def forward(self, wav: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """wav [B, N] float32, lengths [B] int64 -> (hidden states [B, L, T, D], frame_mask [B, T] bool)."""
-        valid = self.sample_index[None, :] < lengths[:, None]
+        """wav [B, N] float32, lengths [B] int64 -> (hidden states [B, L, T, D], frame_mask [B, T] bool).
+
+        N is the full window (`window_samples`) or, for the exported graph, what `length_rule` says a window of
+        `lengths` is fed: either gives the same result for the valid frames.
+        """
+        valid = torch.arange(wav.shape[1], device=wav.device)[None, :] < lengths[:, None]
         wav = wav.masked_fill(~valid, 0.0)
         feats = self.feature_extractor(wav).transpose(1, 2)  # [B, T, C]
+        feats = feats[:, : self.num_frames]  # fed past the window (max_samples), the extra frames are dropped
         feats = self.layer_norm(feats)
         if self.post_extract_proj is not None:
             feats = self.post_extract_proj(feats)
-        frame_mask = self.frame_mask(lengths)
+        frame_mask = self.frame_mask(lengths, feats.shape[1])
         # Padded frames enter the pos-conv as zeros (unilm `x[padding_mask] = 0`, but as masked_fill for export).
         x = feats.masked_fill(~frame_mask[:, :, None], 0.0)
         states = self.encoder(x, frame_mask)

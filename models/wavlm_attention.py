@@ -77,9 +77,13 @@ class WavLMSelfAttention(nn.Module):
                 "rel_bucket", relative_position_buckets(num_frames, num_buckets, max_distance), persistent=False
             )
 
-    def position_bias(self) -> Tensor:
-        """Ungated relative position bias [1, H, T, T] for the fixed frame count (layer 0 only)."""
-        values = nn.functional.embedding(self.rel_bucket, self.relative_attention_bias.weight)  # [T, T, H], Gather
+    def position_bias(self, num_frames: int | Tensor) -> Tensor:
+        """Ungated relative position bias [1, H, T, T] for `num_frames` <= the window's frames (layer 0 only).
+
+        The bucket table is precomputed for the full window and sliced: exact, as a bucket depends only on k - q.
+        """
+        buckets = self.rel_bucket[:num_frames, :num_frames]
+        values = nn.functional.embedding(buckets, self.relative_attention_bias.weight)  # [T, T, H], Gather
         return values.permute(2, 0, 1).unsqueeze(0)
 
     def _heads(self, x: Tensor) -> Tensor:

@@ -146,7 +146,7 @@ def test_contract_attributes_and_frame_rule() -> None:
     assert (model.name, model.sample_rate, model.window_samples, model.frame_seconds) == ("wavlm", 16000, N, 0.02)
     assert (model.num_frames, model.out_dim, model.num_layers_out) == (499, 64, 3)
     lengths = torch.tensor([1, 320, 321, 159680, 159681, N])
-    mask = model.frame_mask(lengths)
+    mask = model.frame_mask(lengths, model.num_frames)
     assert mask.dtype == torch.bool
     spf = (N - N % 499) // 499
     expected = [min(499, -(-int(n) // spf)) for n in lengths]
