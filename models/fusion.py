@@ -124,5 +124,7 @@ class PooledEncoder(nn.Module):
             pooled = l2_normalize(pooled)
         if not self.frames:
             return (pooled,)
-        frames, steps = align_to_steps(feats, frame_mask, self.assign)
+        # The assignment is built for the full window's frames; an encoder fed fewer samples (a dynamic samples
+        # axis) gives the first T of them, whose rows are the first T (a traced slice when exporting).
+        frames, steps = align_to_steps(feats, frame_mask, self.assign[: feats.shape[-2]])
         return pooled, frames, steps
