@@ -18,7 +18,7 @@ from mmmos.runtime.audio import AUDIO_EXTENSIONS, decode, prepare
 from mmmos.runtime.errors import AudioError
 from mmmos.runtime.inputs import walk_folder
 from mmmos.runtime.manifest import EncoderSpec
-from mmmos.runtime.windows import iter_windows
+from mmmos.runtime.windows import iter_windows, stack_windows
 
 PATH_KEYS: tuple[str, ...] = ("path", "data_path", "file", "filepath", "audio", "wav")
 """Keys a TSV/JSON manifest may name the audio file with (Audiobox uses ``path``, MMMOS CSVs ``data_path``)."""
@@ -111,7 +111,7 @@ def cut_windows(audio: np.ndarray, sr: int, path: str, encoders: Sequence[Encode
     windows = list(iter_windows(prepare(audio, sr, [e.sample_rate for e in encoders]), encoders))
     clip = ClipWindows(path=path, duration_s=audio.shape[0] / sr)
     for enc in encoders:
-        clip.wav[enc.name] = np.stack([w.wavs[enc.name] for w in windows])
+        clip.wav[enc.name] = stack_windows([w.wavs[enc.name] for w in windows])
         clip.lengths[enc.name] = np.asarray([w.lengths[enc.name] for w in windows], np.int64)
     clip.weights = np.asarray([w.weight for w in windows], np.float32)
     return clip

@@ -159,7 +159,9 @@ def convert_to_mixed_fp16(
             tainted.update(o for o in node.output if types.get(o) == FLOAT)
         else:
             is_fp16 = any(dtype.get(n) == TensorProto.FLOAT16 for _, n in float_ins if n not in static)
-        if node.op_type not in COMPUTE_OPS and all(n in derived for n in node.input if n):
+        if node.op_type not in COMPUTE_OPS and float_ins and all(n in derived for _, n in float_ins):
+            # float values computed from constants only (a table sliced or gathered by positions, whatever
+            # the integer indices are): still a table
             derived.update(o for o in node.output if o)
         if is_fp16:
             fp16_nodes.add(idx)

@@ -37,6 +37,7 @@ from mmmos.runtime.manifest import (
     write_json,
     write_manifest,
 )
+from mmmos.runtime.trt_engine import samples_ranges
 
 Log = Callable[[str], None]
 
@@ -260,7 +261,9 @@ def export_bundle(
         raise ExportCheckError("export checks failed (see report.json): " + " | ".join(failed))
 
     if trt is not False and fp16:
-        report["tensorrt"] = build_engines(out, fp16_graphs(encoders, ensemble_entry), profile or BatchProfile(), log)
+        specs = [EncoderSpec.from_dict(e) for e in encoders]
+        report["tensorrt"] = build_engines(out, fp16_graphs(encoders, ensemble_entry), profile or BatchProfile(), log,
+                                           samples=samples_ranges(specs, "fp16"))
     else:
         report["tensorrt"] = {"status": "skipped", "reason": "--no-trt" if trt is False else "no fp16 graphs"}
     report["status"] = "passed"

@@ -22,11 +22,12 @@ def fp16_graphs(encoders: list[dict[str, Any]], ensemble: dict[str, Any] | None)
     return [e["graphs"]["fp16"] for e in encoders] + ([ensemble["graphs"]["fp16"]] if ensemble else [])
 
 
-def build_engines(bundle_dir: Path, graphs: list[str], profile: BatchProfile,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Build one plan per graph file (names relative to `bundle_dir`) into `engines/<key>/`.
+def build_engines(bundle_dir: Path, graphs: list[str], profile: BatchProfile, log: Callable[[str], None] = print,
+                  samples: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Build one plan per graph file (names relative to `bundle_dir`) into `engines/<key>/`; `samples` gives the
+    (min, max) samples of graphs with a dynamic samples axis (`trt_engine.samples_ranges`).
 
     Returns the report section: `{"status": "built" | "skipped" | "failed", ...}`; skipped (with one reason line)
     when tensorrt or a GPU is missing.
     """
-    return build_plans(Path(bundle_dir), graphs, profile, log)
+    return build_plans(Path(bundle_dir), graphs, profile, log, samples=samples)

@@ -64,6 +64,7 @@ class OrtPipeline(Pipeline):
         self.name = f"ort-{device}"
         # Where IO binding keeps encoder outputs; tests bind to "cpu" to exercise the same code on CPU.
         self.io_device = device
+        self.specs = {e.name: e for e in bundle.encoders}
         self.encoders = {e.name: OrtRunner(bundle.encoder_graph(e, graphs), device, threads)
                          for e in bundle.encoders}
         self.ensemble = OrtRunner(bundle.ensemble_graph(graphs), device, threads) if bundle.has_ensemble else None
@@ -87,9 +88,20 @@ class OrtPipeline(Pipeline):
             return self._run_bound(batch, want_features, want_scores)
         feats: dict[str, np.ndarray] = {}
         for name, (wav, lengths) in batch.items():
-            feats.update(self.encoders[name].infer({"wav": wav, "lengths": lengths}))
+            feats.update(self._encode_each(name, wav, lengths))
         scores = self.run_ensemble(feats) if want_scores else None
         return (feats if want_features else {}), scores
+
+    def _encode_each(self, name: str, wav: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+        """One encoder graph call per window, each fed its own length: on the CPU a batch of windows is slower per
+        window than single windows (measured: WavLM int8 +17% at batch 3), and a short window costs its length."""
+        spec = self.specs[name]
+        rows = []
+        for i in range(wav.shape[0]):
+            fed = min(spec.fed_samples(int(lengths[i])), wav.shape[1])
+            rows.append(self.encoders[name].infer({"wav": np.ascontiguousarray(wav[i : i + 1, :fed]),
+                                                   "lengths": lengths[i : i + 1]}))
+        return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
     def _run_bound(
         self, batch: EncoderBatch, want_features: bool, want_scores: bool

@@ -39,6 +39,7 @@ from .trt_engine import (
     open_gpu,
     plan_name,
     profile_shapes,
+    samples_ranges,
     stale_plans,
 )
 
@@ -274,7 +275,8 @@ class TrtPipeline(Pipeline):
             raise BackendUnavailableError(f"no writable folder to build TensorRT engines in ({self.roots[1]}); "
                                           f"set $MMMOS_CACHE_DIR to a writable folder")
         try:
-            build_engine(self.trt, onnx_path, target / name, lambda ins: profile_shapes(ins, profile), self.log,
+            span = samples_ranges(self.bundle.encoders, self.graphs).get(graph)
+            build_engine(self.trt, onnx_path, target / name, lambda ins: profile_shapes(ins, profile, span), self.log,
                          target / TIMING_CACHE)
             return self._new_runner(target / name)
         except (RuntimeError, ValueError) as exc:

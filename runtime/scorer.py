@@ -28,7 +28,7 @@ from .results import EncodedItem, ScoreResult, WindowScore
 from .runner import EnsembleOut, Pipeline
 from .settings import ScorerSettings
 from .uncertainty import fused_embedding
-from .windows import WINDOW_SECONDS, Window, fold_windows, iter_windows
+from .windows import WINDOW_SECONDS, Window, fold_windows, iter_windows, stack_windows
 
 ScoreInput = str | os.PathLike[str] | tuple[np.ndarray, int] | InputItem
 
@@ -300,7 +300,7 @@ class Scorer:
     def _flush(self, batch: list[tuple[_State, Window]], want_features: bool, want_scores: bool) -> None:
         """Run one batch of windows and hand each window's results to its file's state."""
         feeds = {
-            e.name: (np.stack([w.wavs[e.name] for _, w in batch]),
+            e.name: (stack_windows([w.wavs[e.name] for _, w in batch]),
                      np.asarray([w.lengths[e.name] for _, w in batch], dtype=np.int64))
             for e in self._encoders
         }

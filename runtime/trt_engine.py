@@ -28,7 +28,7 @@ from typing import Any
 
 from .bundle import Bundle, cache_dir
 from .errors import BackendUnavailableError
-from .manifest import ENGINES_DIR, graph_files, sha256_file
+from .manifest import ENGINES_DIR, EncoderSpec, graph_files, sha256_file
 
 TRT_INSTALL = ("install mmmos[trt-cu12] for an NVIDIA driver older than 580, or mmmos[trt-cu13] for driver 580 or "
                "newer (TensorRT and cuda-bindings of one CUDA major; `nvidia-smi` shows the driver)")
@@ -194,22 +194,36 @@ def parse_engine_key(name: str) -> tuple[str, BatchProfile] | None:
         return None
 
 
-def profile_shapes(inputs: Mapping[str, Shape], profile: BatchProfile) -> dict[str, ShapeRange]:
-    """Per-input (min, opt, max) shapes of a windows-per-batch profile: axis 0 takes the profile, the rest stay.
+def profile_shapes(inputs: Mapping[str, Shape], profile: BatchProfile,
+                   samples: tuple[int, int] | None = None) -> dict[str, ShapeRange]:
+    """Per-input (min, opt, max) shapes of one profile: axis 0 takes the windows per batch; a dynamic samples axis
+    (an encoder graph whose windows are fed their valid length, `LengthRule`) takes `samples` = (min, max), tuned
+    for full windows (opt = max); the other axes stay.
 
-    This is the one place that turns a profile into shapes: a profile over time as well changes only this.
+    This is the one place that turns a profile into shapes.
 
     Raises:
-        ValueError: an input has a dynamic axis other than the batch.
+        ValueError: an input has another dynamic axis, or a dynamic samples axis without a range.
     """
     out: dict[str, ShapeRange] = {}
     for name, shape in inputs.items():
-        rest = tuple(int(d) for d in shape[1:])
-        if any(d < 0 for d in rest):
-            raise ValueError(f"input {name} has a dynamic non-batch axis {tuple(shape)}; mmmos graphs have a dynamic "
-                             "batch only: re-export the graph.")
-        out[name] = ((profile.min, *rest), (profile.opt, *rest), (profile.max, *rest))
+        rest = [int(d) for d in shape[1:]]
+        lo, opt, hi = list(rest), list(rest), list(rest)
+        for i, d in enumerate(rest):
+            if d >= 0:
+                continue
+            if samples is None or i != 0:
+                raise ValueError(f"input {name} has a dynamic axis {tuple(shape)} that the profile does not cover; "
+                                 "re-export the graph (only the batch and an encoder's samples axis are dynamic).")
+            lo[i], opt[i], hi[i] = samples[0], samples[1], samples[1]
+        out[name] = ((profile.min, *lo), (profile.opt, *opt), (profile.max, *hi))
     return out
+
+
+def samples_ranges(encoders: Iterable[EncoderSpec], key: str) -> dict[str, tuple[int, int]]:
+    """Graph file -> (min, max) samples of every encoder graph (for `key`) with a dynamic samples axis."""
+    return {e.graphs[key]: (e.lengths.min_samples, e.lengths.max_samples)
+            for e in encoders if e.lengths is not None and key in e.graphs}
 
 
 def graph_digest(root: Path, graph: str, files: Mapping[str, str] | None = None) -> str:
@@ -336,7 +350,8 @@ def build_engine(trt: Any, onnx_path: Path, plan_path: Path, shapes: ShapeFn, lo
 
 
 def build_plans(root: Path, graphs: Iterable[str], profile: BatchProfile | None = None,
-                log: Callable[[str], None] = print, files: Mapping[str, str] | None = None) -> dict[str, Any]:
+                log: Callable[[str], None] = print, files: Mapping[str, str] | None = None,
+                samples: Mapping[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """Build the plans of a bundle's graphs into `root/engines/<key>/` (what mmmos-export and mmmos-calibrate ship).
 
     Args:
@@ -346,6 +361,7 @@ def build_plans(root: Path, graphs: Iterable[str], profile: BatchProfile | None 
             the bundle (so calibration's INT8 plans sit beside the exporter's), else the default 1/8/32.
         log: progress lines.
         files: the manifest's `files` when it lists the graphs already (else they are hashed here).
+        samples: graph -> (min, max) samples of its dynamic samples axis (`samples_ranges`).
 
     Returns:
         The report section: `{"status": "built" | "skipped" | "failed", ...}`; skipped, with the reason, when
@@ -367,7 +383,9 @@ def build_plans(root: Path, graphs: Iterable[str], profile: BatchProfile | None 
             if plan.is_file():
                 built.append({"graph": graph, "plan": plan.name, "kept": True})
                 continue
-            built.append(build_engine(gpu.trt, root / graph, plan, lambda ins: profile_shapes(ins, chosen), log,
+            span = (samples or {}).get(graph)
+            built.append(build_engine(gpu.trt, root / graph, plan,
+                                      lambda ins, span=span: profile_shapes(ins, chosen, span), log,
                                       folder / TIMING_CACHE))
     except (RuntimeError, ValueError) as exc:
         log(f"TensorRT engines failed: {exc}")

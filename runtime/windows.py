@@ -72,6 +72,8 @@ class EncoderInput(Protocol):
     @property
     def window_samples(self) -> int: ...
 
+    def fed_samples(self, valid: int) -> int: ...
+
 
 @dataclass(frozen=True)
 class Window:
@@ -80,7 +82,8 @@ class Window:
     Attributes:
         index: window number k within the clip.
         weight: valid seconds / window seconds, the weight of this window in the file average.
-        wavs: encoder name -> float32 [window_samples_e], zero-padded.
+        wavs: encoder name -> float32 [fed_e], the window's samples zero-padded to what the encoder is fed: the whole
+            window, or its valid samples plus the encoder's margin (`LengthRule`).
         lengths: encoder name -> number of valid samples (1..window_samples_e).
     """
 
@@ -109,7 +112,9 @@ def window_weight(duration_s: float, index: int) -> float:
 def iter_windows(clip: Prepared, encoders: Sequence[EncoderInput]) -> Iterator[Window]:
     """Yield the windows of one prepared clip (`audio.prepare`), for every encoder.
 
-    Each window is a fresh zero-padded array, so the caller may keep it after the clip is gone.
+    Each window is a fresh zero-padded array, so the caller may keep it after the clip is gone. An encoder with a
+    length rule is fed about the valid samples (a short last window costs its own length); the others the whole
+    window.
     """
     for k in range(clip.n_windows):
         wavs: dict[str, np.ndarray] = {}
@@ -117,13 +122,24 @@ def iter_windows(clip: Prepared, encoders: Sequence[EncoderInput]) -> Iterator[W
         for enc in encoders:
             x = clip.per_rate[enc.sample_rate]
             W = enc.window_samples
-            chunk = x[k * W : (k + 1) * W]
-            buf = np.zeros(W, dtype=np.float32)
+            # An empty tail still counts one sample, so no pooling divides by zero.
+            valid = int(min(max(x.size - k * W, 1), W))
+            fed = enc.fed_samples(valid)
+            chunk = x[k * W : k * W + min(W, fed)]
+            buf = np.zeros(fed, dtype=np.float32)
             buf[: chunk.size] = chunk
             wavs[enc.name] = buf
-            # An empty tail still counts one sample, so no pooling divides by zero.
-            lengths[enc.name] = int(min(max(x.size - k * W, 1), W))
+            lengths[enc.name] = valid
         yield Window(index=k, weight=window_weight(clip.duration_s, k), wavs=wavs, lengths=lengths)
+
+
+def stack_windows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack windows of one encoder into `[B, N]`, zero-padding each to the longest (windows of a batch may be fed
+    different lengths; an encoder's result does not change with zeros past what it is fed)."""
+    out = np.zeros((len(rows), max(r.shape[0] for r in rows)), dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from mmmos.runtime.audio import prepare, to_mono
 from mmmos.runtime.errors import AudioError
 from mmmos.runtime.manifest import EncoderSpec
 from mmmos.runtime.results import NON_FINITE_SCORES
-from mmmos.runtime.windows import fold_windows, iter_windows
+from mmmos.runtime.windows import fold_windows, iter_windows, stack_windows
 
 RunWindows = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -55,7 +55,7 @@ def score_clip(pcm: np.ndarray, sample_rate: int, encoders: list[EncoderSpec], r
         chunk = windows[i : i + batch]
         feeds: dict[str, np.ndarray] = {}
         for e in encoders:
-            feeds[f"{e.name}_wav"] = np.stack([w.wavs[e.name] for w in chunk])
+            feeds[f"{e.name}_wav"] = stack_windows([w.wavs[e.name] for w in chunk])
             feeds[f"{e.name}_lengths"] = np.asarray([[w.lengths[e.name]] for w in chunk], np.int64)
         parts.append(np.asarray(run_windows(feeds), np.float32))  # [b, M, 4]
     folded = fold_windows(np.concatenate(parts), np.asarray([w.weight for w in windows]))

@@ -139,12 +139,16 @@ def tiny_encoders_mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t
 
 
 def _table_consumers(fp32: onnx.ModelProto, op: str, scope: str, min_rank: int = 2) -> list[str]:
-    """Names of `op` nodes under `scope` that read a static float tensor of rank >= min_rank."""
-    static = {i.name: len(i.dims) for i in fp32.graph.initializer if i.data_type == TensorProto.FLOAT}
-    static |= {n.output[0]: len(n.attribute[0].t.dims) for n in fp32.graph.node
-               if n.op_type == "Constant" and n.attribute[0].t.data_type == TensorProto.FLOAT}
-    return [n.name for n in fp32.graph.node if n.op_type == op and scope in n.name
-            and any(static.get(i, 0) >= min_rank for i in n.input)]
+    """Names of `op` nodes under `scope` that read a table: a static float tensor of rank >= min_rank, or a slice,
+    gather or reshape of one (a position table cut to the fed length)."""
+    tables = {i.name for i in fp32.graph.initializer if i.data_type == TensorProto.FLOAT and len(i.dims) >= min_rank}
+    tables |= {n.output[0] for n in fp32.graph.node if n.op_type == "Constant"
+               and n.attribute[0].t.data_type == TensorProto.FLOAT and len(n.attribute[0].t.dims) >= min_rank}
+    moves = ("Slice", "Gather", "Unsqueeze", "Reshape", "Transpose", "Expand", "Cast")
+    for n in fp32.graph.node:  # graph order: producers first
+        if n.op_type in moves and n.input[0] in tables:
+            tables.add(n.output[0])
+    return [n.name for n in fp32.graph.node if n.op_type == op and scope in n.name and any(i in tables for i in n.input)]
 
 
 def test_position_tables_are_stored_and_applied_in_fp32(tiny_encoders_mixed: dict) -> None:
@@ -160,7 +164,9 @@ def test_position_tables_are_stored_and_applied_in_fp32(tiny_encoders_mixed: dic
         for node in (n for n in mixed.graph.node if n.name in names):
             assert types[node.output[0]] == TensorProto.FLOAT, (name, node.name)
             for i in node.input:
-                assert inits.get(i, consts.get(i, types.get(i))) == TensorProto.FLOAT, (name, node.name, i)
+                if i in inits or i in consts or i in types:
+                    assert inits.get(i, consts.get(i, types.get(i))) in (TensorProto.FLOAT, TensorProto.INT64), (
+                        name, node.name, i)
     # WavLM: the relative position embedding stays fp32, and the gated bias meets the logits in fp32.
     _, mixed = tiny_encoders_mixed["wavlm"]
     inits = {i.name: i.data_type for i in mixed.graph.initializer}
