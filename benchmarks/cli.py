@@ -1,11 +1,17 @@
-"""`mmmos-bench --bundle DIR [--out DIR] [--lengths 1,10,60] [--batches 1,8,32]`: benchmark a bundle.
+"""`mmmos-bench`: benchmark a bundle. Commands (`run` is the default, so `mmmos-bench --bundle DIR` is `run`):
 
-For every backend and precision this machine and the bundle allow, one fresh process measures cold
-start, per-window latency per batch (median/p90 after warm-up), the per-graph split, end-to-end
-latency per clip length, throughput and peak RSS. In the same run, on the same weights and windows:
-the PyTorch eager model (shared encoders), the naive per-member ensemble and the audiobox-aesthetics
-model. The graphs' FLOPs and this machine's matmul peak give the fraction of the FLOP floor reached.
-Writes report.json, report.md and two PNG plots into --out. This process never imports torch.
+- `run --bundle DIR [--out DIR] [--lengths 1,10,60] [--batches 1,8,32] ...`: for every backend and precision this
+  machine and the bundle allow, one fresh process measures cold start, per-window latency per batch, the per-graph
+  split, end-to-end latency per clip length, throughput and peak RSS; in the same run, on the same weights and
+  windows: the PyTorch eager model, the naive per-member ensemble and the audiobox-aesthetics model; the graphs'
+  FLOPs against this machine's matmul peak. Writes report.json, report.md and two PNG plots.
+- `versus --bundle DIR [--lengths 1,2,5,10,30] [--rounds 5] ...`: mmmos's end-to-end `score(path)` against the
+  audiobox-aesthetics package's `AesPredictor` on the same files, in two long-lived processes timed call by call,
+  interleaved; the per-round ratio per clip length. Writes versus.json and versus.md.
+- `profile --bundle DIR [--precision fp32] [--top 10]`: ONNX Runtime's profile of each encoder graph on one
+  10 s window (batch 1): the top operator types and nodes with their share of the time.
+
+This process never imports torch.
 """
 
 from __future__ import annotations
@@ -17,9 +23,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, help=__doc__)
+DEFAULT_COMMAND = "run"
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A command group that runs `run` when the first argument is not a command (`mmmos-bench --bundle DIR`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Put `run` in front of arguments that do not start with a command name or ask for the group's help."""
+        return super().parse_args(ctx, route_args(args, list(self.commands)))
+
+
+def route_args(args: list[str], commands: list[str]) -> list[str]:
+    """`args` with the default command in front unless they start with a command, `--help`/`-h`, or are empty."""
+    if not args or args[0] in commands or args[0] in ("--help", "-h"):
+        return list(args)
+    return [DEFAULT_COMMAND, *args]
+
+
+HELP = ("Benchmark a bundle. `run` (the default command: `mmmos-bench --bundle DIR ...` runs it) times every backend "
+        "and precision against the PyTorch and Audiobox baselines; `versus` times mmmos against the "
+        "audiobox-aesthetics package on the same files, interleaved, per clip length; `profile` lists the top "
+        "operators of each encoder graph from ONNX Runtime's profiler.")
+app = typer.Typer(add_completion=False, help=HELP, cls=DefaultCommandGroup, no_args_is_help=True)
 
 
 def _say(msg: str) -> None:
@@ -73,7 +103,7 @@ def run_worker(kind: str, spec: dict[str, Any], work: Path, tag: str) -> dict[st
     return json.loads(out_path.read_text())
 
 
-@app.command()
+@app.command(DEFAULT_COMMAND)
 def bench(
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to benchmark."),
     out: Path = typer.Option(Path("bench-out"), "--out", help="Folder for report.json/.md, plots and clips."),
@@ -93,7 +123,7 @@ def bench(
     flops: bool = typer.Option(True, "--flops/--no-flops", help="Count graph FLOPs and measure the matmul peak."),
     readme: Path | None = typer.Option(None, help="Also put the markdown report into this README's results section."),
 ) -> None:
-    """Benchmark a bundle; see the module docstring."""
+    """Backends x precisions against the PyTorch and Audiobox baselines (the default command)."""
     from mmmos.runtime.bundle import Bundle
     from mmmos.runtime.errors import MMMOSRuntimeError
     from mmmos.runtime.names import PRECISIONS
@@ -177,6 +207,82 @@ def bench(
         report.update_readme(readme, md)
     _say(f"wrote {out / 'report.json'}, {out / 'report.md'}, {', '.join(p.name for p in pngs)}")
     typer.echo(md)
+
+
+@app.command()
+def versus(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder (an Audiobox export for the same-model goals)."),
+    peer_checkpoint: Path | None = typer.Option(
+        None, help="Checkpoint (.pt or Hugging Face folder) the package loads; default: the bundle's Audiobox "
+                   "checkpoint from its provenance, or random init for a bundle that is not an Audiobox export."),
+    lengths: str = typer.Option("1,2,5,10,30", help="Clip lengths in seconds."),
+    rounds: int = typer.Option(5, min=1, help="Timed rounds (each times both sides once per clip)."),
+    warmup: int = typer.Option(1, min=0, help="Untimed rounds first (each worker also warms up once on loading)."),
+    precision: str = typer.Option("auto", help="mmmos precision: auto, fp32, fp16, int8."),
+    force_precision: bool = typer.Option(False, help="Allow a precision whose check did not pass."),
+    backend: str = typer.Option("ort-cpu", help="mmmos backend (the peer runs on CPU for ort-cpu, else CUDA)."),
+    threads: int = typer.Option(2, min=0, help="Threads of each side: ORT intra-op and torch (0 = all usable CPUs)."),
+    out: Path = typer.Option(Path("bench-out/versus"), help="Folder for versus.json/.md, the clips and logs."),
+    readme: Path | None = typer.Option(None, help="Also put versus.md into this README (its own marked section)."),
+) -> None:
+    """mmmos vs the audiobox-aesthetics package on the same files, interleaved, per clip length."""
+    from mmmos.runtime.errors import MMMOSRuntimeError
+
+    from . import report
+    from .versus import VersusError, VersusSettings, run_versus
+
+    settings = VersusSettings(bundle=str(bundle), out=str(out), lengths=tuple(parse_list(lengths, float)),
+                              rounds=rounds, warmup=warmup, precision=precision, force_precision=force_precision,
+                              backend=backend, threads=threads or usable_cpus(),
+                              peer_checkpoint=str(peer_checkpoint) if peer_checkpoint else None)
+    try:
+        raw = run_versus(settings, _say)
+    except (VersusError, MMMOSRuntimeError) as exc:
+        typer.echo(f"mmmos-bench versus: {exc}", err=True)
+        raise typer.Exit(2) from None
+    md = (out / "versus.md").read_text()
+    if readme is not None:
+        report.update_readme(readme, md, name=f"versus {raw['kind']}")
+    _say(f"wrote {out / 'versus.json'} and {out / 'versus.md'}")
+    typer.echo(md)
+
+
+@app.command()
+def profile(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder."),
+    precision: str = typer.Option("fp32", help="Graph precision to profile: fp32, fp16, int8."),
+    top: int = typer.Option(10, min=1, help="Operator types and nodes listed per graph."),
+    threads: int = typer.Option(2, min=0, help="ORT intra-op threads (0 = ORT's default)."),
+    warmup: int = typer.Option(1, min=0, help="Untimed runs before profiling."),
+    runs: int = typer.Option(3, min=1, help="Profiled runs (times are per run)."),
+    clip: Path | None = typer.Option(None, help="Audio file whose first 10 s window is fed (default: synthetic)."),
+    out: Path = typer.Option(Path("bench-out"), help="Folder for profile-<precision>.json/.md."),
+) -> None:
+    """ORT profile of each encoder graph: top operator types and nodes with their share of time."""
+    import shlex
+
+    from mmmos.runtime.errors import MMMOSRuntimeError
+
+    from .op_profile import profile_bundle, write
+
+    cmd = shlex.join(["mmmos-bench", "profile", "--bundle", str(bundle), "--precision", precision, "--top", str(top),
+                      "--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs), "--out", str(out)]
+                     + (["--clip", str(clip)] if clip else []))
+    try:
+        prof = profile_bundle(bundle, precision, threads, warmup, runs, top, clip, _say)
+    except (ValueError, MMMOSRuntimeError) as exc:
+        typer.echo(f"mmmos-bench profile: {exc}", err=True)
+        raise typer.Exit(2) from None
+    jp, mp = write(prof, out, cmd)
+    _say(f"wrote {jp} and {mp}")
+    typer.echo(mp.read_text())
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity), at least 1."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,13 +31,19 @@ def synth_clip(seconds: float, sr: int = CLIP_RATE, seed: int = 0) -> np.ndarray
     return np.stack([x, 0.8 * x], axis=1).astype(np.float32)
 
 
-def write_clips(folder: Path, lengths: list[float], sr: int = CLIP_RATE) -> dict[float, Path]:
-    """Write one WAV per length (seconds) into `folder`; returns length -> path."""
+def write_clips(folder: Path, lengths: list[float], sr: int = CLIP_RATE, *, mono: bool = False,
+                subtype: str = "PCM_16", prefix: str = "clip") -> dict[float, Path]:
+    """Write one WAV per length (seconds) into `folder` as `<prefix>_<seconds>s.wav`; returns length -> path.
+
+    Stereo 16-bit by default; `mono=True, subtype="FLOAT"` writes the float mono files `mmmos-bench versus`
+    feeds both sides (at 16 kHz, Audiobox's rate, so the package does not resample).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for sec in lengths:
-        p = folder / f"clip_{sec:g}s.wav"
-        sf.write(p, synth_clip(sec, sr), sr, subtype="PCM_16")
+        p = folder / f"{prefix}_{sec:g}s.wav"
+        x = synth_clip(sec, sr)
+        sf.write(p, x[:, 0] if mono else x, sr, subtype=subtype)
         out[sec] = p
     return out
 

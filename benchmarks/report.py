@@ -328,13 +328,17 @@ def plots(raw: dict[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
-def update_readme(readme: Path, section: str) -> None:
-    """Replace the text between the results markers of `readme` with `section` (append markers if absent)."""
+def update_readme(readme: Path, section: str, name: str = "results") -> None:
+    """Replace the text between the `name` markers of `readme` with `section` (append markers if absent).
+
+    `name` "results" is the `run` command's section; `versus` writes "versus audiobox" / "versus ensemble".
+    """
     text = readme.read_text() if readme.is_file() else ""
-    block = f"{README_START}\n{section.rstrip()}\n{README_END}"
-    if README_START in text and README_END in text:
-        head, rest = text.split(README_START, 1)
-        tail = rest.split(README_END, 1)[1]
+    start, end = f"<!-- mmmos-bench {name}: start -->", f"<!-- mmmos-bench {name}: end -->"
+    block = f"{start}\n{section.rstrip()}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
         text = head + block + tail
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"

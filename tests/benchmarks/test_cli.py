@@ -84,7 +84,9 @@ def test_cli_and_runtime_worker_do_not_import_torch() -> None:
     import subprocess
 
     code = ("import sys; import mmmos.benchmarks.cli, mmmos.benchmarks.worker, mmmos.benchmarks.runtime_bench, "
-            "mmmos.benchmarks.report, mmmos.benchmarks.flops, mmmos.benchmarks.peak; "
+            "mmmos.benchmarks.report, mmmos.benchmarks.flops, mmmos.benchmarks.peak, mmmos.benchmarks.versus, "
+            "mmmos.benchmarks.versus_stats, mmmos.benchmarks.versus_report, mmmos.benchmarks.versus_worker, "
+            "mmmos.benchmarks.op_profile, mmmos.benchmarks.torchaudio_standin; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
