@@ -303,7 +303,9 @@ def bundle_flops(bundle_dir: str | Path, measure: bool = True) -> dict[str, dict
     out = {}
     for e in b.encoders:
         g = e.graphs.get("fp32") or next(iter(e.graphs.values()))
-        out[f"encoder:{e.name}"] = count_graph_flops(b.root / g, batch=1, measure=measure).to_dict()
+        # a full 10 s window: what an encoder with a dynamic samples axis is fed for one (its length rule's max)
+        out[f"encoder:{e.name}"] = count_graph_flops(b.root / g, batch=1, dims={"samples": e.max_samples},
+                                                     measure=measure).to_dict()
     if b.has_ensemble:
         out["ensemble"] = count_graph_flops(b.ensemble_graph("fp32"), batch=1, measure=measure).to_dict()
     return out

@@ -73,7 +73,8 @@ def bench_bundle(bundle: str | Path, batch: int = 1, repeats: int = 5, warmup: i
     loaded = Bundle.load(bundle, verify=False)
     graphs: dict[str, dict[str, tuple[Path, int]]] = {}
     for p in runner.graph_keys_present(loaded):
-        graphs[p] = {e.name: (bundle / e.graphs[p], e.window_samples) for e in loaded.encoders if p in e.graphs}
+        # a full window, fed as the runtime feeds it (an encoder with a length rule takes its max_samples)
+        graphs[p] = {e.name: (bundle / e.graphs[p], e.max_samples) for e in loaded.encoders if p in e.graphs}
     with tempfile.TemporaryDirectory(prefix="mmmos-bench-") as tmp:
         if compare_modes:
             rng = np.random.default_rng(1)
@@ -81,7 +82,7 @@ def bench_bundle(bundle: str | Path, batch: int = 1, repeats: int = 5, warmup: i
                 mode = variant.split("+")[0]
                 graphs[f"int8-{variant}"] = {}
                 for enc in loaded.encoders:
-                    n = enc.window_samples
+                    n = enc.max_samples
                     feeds = [{"wav": (0.1 * rng.standard_normal((1, n))).astype(np.float32),
                               "lengths": np.array([n], np.int64)} for _ in range(4)]
                     dst = Path(tmp) / f"{enc.name}.{variant}.onnx"

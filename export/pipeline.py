@@ -101,7 +101,8 @@ def _export_encoders(
         pooled[name] = module
         start = time.perf_counter()
         log(f"exporting {name} encoder graph (fp32) ...")
-        _, outputs = export_encoder(module, out / f"{name}.fp32.onnx")
+        rule = getattr(enc, "length_rule", None)  # fed about the valid length: a dynamic samples axis
+        _, outputs = export_encoder(module, out / f"{name}.fp32.onnx", dynamic_samples=rule is not None)
         graphs = {"fp32": f"{name}.fp32.onnx"}
         if fp16:
             log(f"converting {name} to mixed fp16 ...")
@@ -113,6 +114,7 @@ def _export_encoders(
             "name": name, "sample_rate": int(enc.sample_rate), "window_samples": int(enc.window_samples),
             "graphs": graphs, "inputs": ["wav", "lengths"], "outputs": outputs, "frames": name in frames,
             **({"steps": spec.steps} if name in frames else {}),
+            **({"lengths": rule.to_dict()} if rule is not None else {}),
         })
     return entries, pooled
 
@@ -177,6 +179,21 @@ def _store_ood_reference(out: Path, cache: Path, encoders: list[dict[str, Any]],
     return {"cache": str(cache), "n": ref.n, "threshold": ref.threshold}
 
 
+def _fed_probes(encoders: list[dict[str, Any]], probes: dict[str, tuple[np.ndarray, np.ndarray]]
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Probe windows as the runtime feeds them: zero-padded to a full window's fed length where an encoder has a
+    length rule (its graph's samples axis takes lengths on the rule's grid)."""
+    out = dict(probes)
+    for e in encoders:
+        spec = EncoderSpec.from_dict(e)
+        wav, lengths = probes[spec.name]
+        if spec.lengths is not None and wav.shape[1] != spec.max_samples:
+            fed = np.zeros((wav.shape[0], spec.max_samples), np.float32)
+            fed[:, : wav.shape[1]] = wav
+            out[spec.name] = (fed, lengths)
+    return out
+
+
 def _member_entries(spec: ExportSpec) -> list[dict[str, Any]]:
     entries = []
     for i, m in enumerate(spec.members):
@@ -215,7 +232,8 @@ def export_bundle(
     else:
         encoders, pooled = _export_encoders(out, spec, fp16, log, report)
 
-    inputs = probe_inputs({e["name"]: (e["sample_rate"], e["window_samples"]) for e in encoders})
+    inputs = _fed_probes(encoders, probe_inputs({e["name"]: (e["sample_rate"], e["window_samples"])
+                                                 for e in encoders}))
     log("running the eager reference on probe audio ...")
     if pooled:
         ref_outputs, _ = run_torch(pooled, None, inputs)

@@ -177,8 +177,7 @@ def _ensemble_config(name: str, max_batch: int, bundle: Bundle, enc_models: dict
 
 def _preprocess_config(bundle: Bundle, max_batch: int, queue_delay_us: int, windows_model: str,
                        windows_per_call: int) -> str:
-    spec = {"encoders": [{"name": e.name, "sample_rate": e.sample_rate, "window_samples": e.window_samples}
-                         for e in bundle.encoders],
+    spec = {"encoders": [e.to_dict() for e in bundle.encoders],  # with each encoder's length rule
             "windows_model": windows_model, "windows_per_call": windows_per_call}
     value = json.dumps(json.dumps(spec))  # a JSON string, quoted and escaped for protobuf text
     return (f'name: "{PREPROCESS_MODEL}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'

@@ -103,17 +103,26 @@ def _windows(wav: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _ort_scores(bundle: Path, wav: np.ndarray) -> dict[str, float]:
+    """The bundle's graphs on ONNX Runtime, each window fed what the encoder's length rule says (the runtime's
+    contract: about its valid samples, not the zero-padded 10 s), folded by valid seconds."""
     import json
+
+    from mmmos.runtime.windows import LengthRule
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     enc = manifest["encoders"][0]
+    rule = LengthRule.from_dict(enc["lengths"])
     opts = ort.SessionOptions()
     sess_e = ort.InferenceSession(str(bundle / enc["graphs"]["fp32"]), opts, providers=["CPUExecutionProvider"])
     sess_m = ort.InferenceSession(str(bundle / manifest["ensemble"]["graphs"]["fp32"]), opts,
                                   providers=["CPUExecutionProvider"])
     wins, lengths, weights = _windows(wav, enc["window_samples"])
-    pooled = sess_e.run(None, {"wav": wins, "lengths": lengths})
-    feeds = dict(zip(enc["outputs"], pooled, strict=True))
+    pooled = []
+    for win, length in zip(wins, lengths, strict=True):
+        fed = np.zeros((1, rule.fed_samples(int(length))), np.float32)
+        fed[0, : min(fed.shape[1], win.size)] = win[: fed.shape[1]]
+        pooled.append(sess_e.run(None, {"wav": fed, "lengths": np.array([length], np.int64)})[0])
+    feeds = dict(zip(enc["outputs"], [np.concatenate(pooled)], strict=True))
     _, mean, _ = sess_m.run(None, {i: feeds[i] for i in manifest["ensemble"]["inputs"]})
     file_score = (mean * weights[:, None]).sum(0) / weights.sum()
     return dict(zip(manifest["axes"], file_score.tolist(), strict=True))
@@ -140,10 +149,15 @@ def test_audiobox_bundle_matches_aespredictor(audiobox_ckpt: Path, tmp_path: Pat
 
     predictor = AesPredictor(checkpoint_pth=str(audiobox_ckpt), precision="32")
     rows = predictor.forward([{"path": str(p)} for p, _ in files])
-    for (path, wav), row in zip(files, rows, strict=True):
+    from mmmos.runtime import Scorer
+
+    with Scorer(bundle, backend="ort-cpu", precision="fp32", warn=lambda _m: None) as scorer:
+        scored = scorer.score([p for p, _ in files])
+    for (path, wav), row, result in zip(files, rows, scored, strict=True):
         ours = _ort_scores(bundle, wav)
-        for axis in AB_AXES:
+        for axis in AB_AXES:  # the package pads every window to 10 s; mmmos computes about the valid audio
             assert abs(ours[axis] - row[axis]) <= 1e-3, (path.name, axis, ours[axis], row[axis])
+            assert abs(result.scores[axis] - row[axis]) <= 1e-3, (path.name, axis, result.scores[axis], row[axis])
     # Non-trivial scores: the axes differ (a name/position mix-up between CE,CU,PC,PQ and AXES would show).
     assert len({round(v, 3) for v in rows[1].values()}) == 4
 
