@@ -4,9 +4,12 @@ TensorRT 11 removed implicit INT8 (`BuilderFlag.INT8` + calibrators; deprecated 
 Q/DQ nodes in the ONNX. So the artefact is `<encoder>.int8-trt.onnx` with what onnx-tensorrt requires: int8
 *symmetric* activations (zero point 0, no uint8), symmetric per-channel int8 weights, and float biases (ORT's
 default `QuantizeBias=True` puts a DequantizeLinear on an int32 Conv/Gemm bias, which the parser rejects), on the
-same encoder-body nodes as the CPU graph (front-ends, norms, pooling stay fp32). It runs on ONNX Runtime CPU as
-well, so its accuracy is checked here without a GPU. The runtime reads it for `--backend tensorrt --precision
-int8` (graph key `int8-trt`); its plans are built by the runtime's engine module (`runtime/trt_engine.py`).
+same encoder-body nodes as the CPU graph (front-ends, norms, pooling stay fp32; WavLM's feature-extractor convs
+after layer 0 too with the opt-in `quantize_feature_extractor`). GELUs are fused before quantization only into the
+standard ONNX `Gelu` (opset >= 20; the parser knows no com.microsoft ops): the exported opset-17 graphs keep the
+exact-erf pattern, which TensorRT parses as it is. It runs on ONNX Runtime CPU as well, so its accuracy is checked
+here without a GPU. The runtime reads it for `--backend tensorrt --precision int8` (graph key `int8-trt`); its plans
+are built by the runtime's engine module (`runtime/trt_engine.py`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from .int8_ort import QuantResult, WindowReader, quantize_encoder
 
 def write_trt_qdq(
     src: str | Path, dst: str | Path, feeds: Sequence[dict[str, np.ndarray]], method: str = "minmax",
-    exclude_patterns: Sequence[str] = (), include_conv: bool = True,
+    exclude_patterns: Sequence[str] = (), include_conv: bool = True, quantize_feature_extractor: bool = False,
 ) -> QuantResult:
-    """Write the TensorRT QDQ graph of one fp32 encoder graph (symmetric int8 activations and weights, float biases)."""
+    """Write the TensorRT QDQ graph of one fp32 encoder graph (symmetric int8 activations and weights, float biases,
+    GELUs fused into ONNX `Gelu` only at opset >= 20)."""
     res = quantize_encoder(src, dst, WindowReader(feeds), mode="static", method=method, per_channel=True,
                            symmetric_activations=True, exclude_patterns=exclude_patterns, include_conv=include_conv,
-                           quantize_bias=False)
+                           quantize_bias=False, quantize_feature_extractor=quantize_feature_extractor, gelu="onnx")
     res.mode = "static-qdq-trt"
     return res
 

@@ -154,3 +154,245 @@ def test_trt_qdq_is_what_tensorrts_onnx_parser_accepts(toy_graph: Path, tmp_path
 def test_no_implicit_int8_calibration_table_code() -> None:
     # TensorRT 11 removed implicit INT8 (calibrators, BuilderFlag.INT8) and nothing read the table: it is gone
     assert not hasattr(int8_trt, "write_calibration_cache") and not hasattr(int8_trt, "build_int8_engine")
+
+
+# --- GELU fused before quantization, WavLM's feature extractor (opt-in), pooled error in the report ---
+
+
+def _gelu_graph(path: Path, opset: int) -> Path:
+    """MatMul layers joined by the three spellings of the exact-erf GELU, plus a near miss that must stay unfused:
+    act1 ``(x * (1 + erf(x / sqrt 2))) * 0.5`` (TorchScript's), act2 ``(x * 0.5) * (1 + erf(x * (1 / sqrt 2)))``,
+    act3 ``((1 + erf(x / sqrt 2)) * 0.5) * x``, and ``decoy`` dividing by 2 instead of sqrt 2."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32), f"w{i}")
+             for i, s in enumerate([(16, 32), (32, 32), (32, 32), (32, 32), (32, 8)])]
+    inits.append(numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b0"))
+    nodes = [helper.make_node("MatMul", ["wav", "w0"], ["h0m"], name="/l0/MatMul"),
+             helper.make_node("Add", ["h0m", "b0"], ["h0"], name="/l0/Add")]
+
+    def const(name: str, value: float) -> str:
+        nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.float32(value), name)))
+        return name
+
+    s2, one, half = np.sqrt(np.float32(2)), 1.0, 0.5
+    p = "/act1/"  # Constant nodes, as the TorchScript export writes them
+    nodes += [helper.make_node("Div", ["h0", const("c_s2", s2)], ["a1d"], name=p + "Div"),
+              helper.make_node("Erf", ["a1d"], ["a1e"], name=p + "Erf"),
+              helper.make_node("Add", ["a1e", const("c_one", one)], ["a1a"], name=p + "Add"),
+              helper.make_node("Mul", ["h0", "a1a"], ["a1m"], name=p + "Mul"),
+              helper.make_node("Mul", ["a1m", const("c_half", half)], ["g1"], name=p + "Mul_1"),
+              helper.make_node("MatMul", ["g1", "w1"], ["h1"], name="/l1/MatMul")]
+    inits += [numpy_helper.from_array(np.array([v], np.float32), n)  # initializers of shape [1]
+              for n, v in (("i_half", half), ("i_rs2", 1 / np.sqrt(2)), ("i_one", one), ("i_two", 2.0))]
+    p = "/act2/"
+    nodes += [helper.make_node("Mul", ["h1", "i_half"], ["a2h"], name=p + "Mul"),
+              helper.make_node("Mul", ["h1", "i_rs2"], ["a2d"], name=p + "Mul_1"),
+              helper.make_node("Erf", ["a2d"], ["a2e"], name=p + "Erf"),
+              helper.make_node("Add", ["i_one", "a2e"], ["a2a"], name=p + "Add"),
+              helper.make_node("Mul", ["a2h", "a2a"], ["g2"], name=p + "Mul_2"),
+              helper.make_node("MatMul", ["g2", "w2"], ["h2"], name="/l2/MatMul")]
+    p = "/act3/"
+    nodes += [helper.make_node("Div", ["h2", "c_s2"], ["a3d"], name=p + "Div"),
+              helper.make_node("Erf", ["a3d"], ["a3e"], name=p + "Erf"),
+              helper.make_node("Add", ["a3e", "c_one"], ["a3a"], name=p + "Add"),
+              helper.make_node("Mul", ["a3a", "c_half"], ["a3h"], name=p + "Mul"),
+              helper.make_node("Mul", ["a3h", "h2"], ["g3"], name=p + "Mul_1"),
+              helper.make_node("MatMul", ["g3", "w3"], ["h3"], name="/l3/MatMul")]
+    p = "/decoy/"
+    nodes += [helper.make_node("Div", ["h3", "i_two"], ["a4d"], name=p + "Div"),
+              helper.make_node("Erf", ["a4d"], ["a4e"], name=p + "Erf"),
+              helper.make_node("Add", ["a4e", "c_one"], ["a4a"], name=p + "Add"),
+              helper.make_node("Mul", ["h3", "a4a"], ["a4m"], name=p + "Mul"),
+              helper.make_node("Mul", ["a4m", "c_half"], ["g4"], name=p + "Mul_1"),
+              helper.make_node("MatMul", ["g4", "w4"], ["toy_pooled"], name="/l4/MatMul")]
+    graph = helper.make_graph(nodes, "gelus", [helper.make_tensor_value_info("wav", TensorProto.FLOAT, ["b", 16])],
+                              [helper.make_tensor_value_info("toy_pooled", TensorProto.FLOAT, ["b", 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _gelu_feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"wav": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def _run_unoptimized(path: Path | bytes, feed: dict) -> np.ndarray:
+    """ORT with graph optimizations off, so its own GELU fusion cannot hide a difference between two graphs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so,
+                                providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            users.setdefault(name, []).append(n)
+    return users
+
+
+def _reads_quantized(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    """The node's activation input comes through QuantizeLinear -> DequantizeLinear (QDQ)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    dq = producer.get(node.input[0])
+    return (dq is not None and dq.op_type == "DequantizeLinear"
+            and producer.get(dq.input[0]) is not None and producer[dq.input[0]].op_type == "QuantizeLinear")
+
+
+def test_fuse_gelu_is_exact_and_types_its_outputs(tmp_path: Path) -> None:
+    from mmmos.calibration.int8_ort import fuse_gelu
+
+    src = _gelu_graph(tmp_path / "g.onnx", 17)
+    model = onnx.load(str(src))
+    assert fuse_gelu(model) == 3  # act1..act3; the decoy divides by 2, not sqrt 2
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Erf") == 1 and ops.count("Gelu") == 3
+    gelus = [n for n in model.graph.node if n.op_type == "Gelu"]
+    assert {n.domain for n in gelus} == {"com.microsoft"} and {n.name for n in gelus} == {
+        "/act1/Gelu", "/act2/Gelu", "/act3/Gelu"}
+    assert any(i.domain == "com.microsoft" for i in model.opset_import)
+    typed = {v.name: v.type.tensor_type for v in model.graph.value_info}
+    for g in gelus:  # typed float32 with its input's shape: what quantize_static needs to calibrate it
+        assert typed[g.output[0]].elem_type == onnx.TensorProto.FLOAT
+        assert [d.dim_param or d.dim_value for d in typed[g.output[0]].shape.dim] == ["b", 32]
+    onnx.checker.check_model(model)
+    fused = model.SerializeToString()
+    for seed in range(3):
+        feed = _gelu_feeds(1, seed)[0]
+        feed["wav"] *= 3.0  # wide inputs: both GELU tails
+        ref, out = _run_unoptimized(src, feed), _run_unoptimized(fused, feed)
+        assert np.abs(ref - out).max() <= 1e-6 * max(1.0, float(np.abs(ref).max()))
+        assert np.abs(_run(src, feed) - _run_unoptimized(fused, feed)).max() <= 1e-6 * max(1.0, np.abs(ref).max())
+    # the standard ONNX Gelu only from opset 20: nothing is fused below it
+    assert fuse_gelu(onnx.load(str(src)), "onnx") == 0
+    with pytest.raises(ValueError, match="unknown GELU target"):
+        fuse_gelu(onnx.load(str(src)), "tensorrt")
+
+
+def test_node_after_each_fused_gelu_is_quantized(tmp_path: Path) -> None:
+    src = _gelu_graph(tmp_path / "g.onnx", 17)
+    res = quantize_encoder(src, tmp_path / "g.int8.onnx", WindowReader(_gelu_feeds(6)), mode="static")
+    assert res.gelu_fused == 3 and res.settings["gelu"] == {"target": "com.microsoft", "fused": 3}
+    model = onnx.load(str(res.output))
+    users = _consumers(model)
+    gelus = [n for n in model.graph.node if n.op_type == "Gelu"]
+    assert len(gelus) == 3
+    for g in gelus:  # Gelu -> QuantizeLinear -> DequantizeLinear -> the next MatMul
+        (q,) = users[g.output[0]]
+        assert q.op_type == "QuantizeLinear", f"{g.name} feeds {q.op_type}: its output was not calibrated"
+        matmuls = [u for dq in users[q.output[0]] for u in users[dq.output[0]]]
+        assert [m.op_type for m in matmuls] == ["MatMul"] and _reads_quantized(model, matmuls[0])
+    assert np.abs(_run(src, _gelu_feeds(1, 9)[0]) - _run(res.output, _gelu_feeds(1, 9)[0])).max() < 0.1
+
+
+def test_trt_qdq_fuses_gelu_only_into_the_standard_op(tmp_path: Path) -> None:
+    from mmmos.export.op_allowlist import check_ops
+
+    # opset 17 (what mmmos-export writes): no standard Gelu; TensorRT cannot parse com.microsoft ops -> unfused
+    res17 = write_trt_qdq(_gelu_graph(tmp_path / "g17.onnx", 17), tmp_path / "g17.int8-trt.onnx", _gelu_feeds(4))
+    m17 = onnx.load(str(res17.output))
+    assert res17.gelu_fused == 0 and "opset 17" in res17.settings["gelu"]["note"]
+    assert [n.op_type for n in m17.graph.node].count("Erf") == 4
+    # opset 20: ONNX Gelu, still calibrated and quantized after it
+    res20 = write_trt_qdq(_gelu_graph(tmp_path / "g20.onnx", 20), tmp_path / "g20.int8-trt.onnx", _gelu_feeds(4))
+    m20 = onnx.load(str(res20.output))
+    gelus = [n for n in m20.graph.node if n.op_type == "Gelu"]
+    assert res20.gelu_fused == 3 and len(gelus) == 3 and {n.domain for n in gelus} == {""}
+    users = _consumers(m20)
+    assert all(users[g.output[0]][0].op_type == "QuantizeLinear" for g in gelus)
+    for model in (m17, m20):
+        assert not any("custom domain" in p for p in check_ops(model))
+        assert all(i.domain in ("", "ai.onnx") for i in model.opset_import)
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny WavLM preset as the bundle exports it (PooledEncoder, TorchScript, opset 17)."""
+    pytest.importorskip("torch")
+    from mmmos.export.onnx_export import export_encoder
+    from mmmos.models.fusion import PooledEncoder
+    from mmmos.models.presets import build_encoders
+
+    path = tmp_path_factory.mktemp("wavlm") / "wavlm.fp32.onnx"
+    export_encoder(PooledEncoder(build_encoders("tiny", names=("wavlm",))["wavlm"]), path)
+    return path
+
+
+def _wavlm_feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"wav": (0.1 * rng.standard_normal((1, 160000))).astype(np.float32),
+             "lengths": np.array([160000 - 40000 * (i % 3)], np.int64)} for i in range(n)]
+
+
+FE_CONVS = [f"/encoder/feature_extractor/conv_layers.{k}/conv_layers.{k}.0/Conv" for k in range(1, 7)]
+
+
+def test_wavlm_gelu_fusion_is_exact(tiny_wavlm: Path) -> None:
+    from mmmos.calibration.int8_ort import fuse_gelu
+
+    model = onnx.load(str(tiny_wavlm))
+    assert fuse_gelu(model) == 10  # 7 feature-extractor layers, pos_conv, 2 transformer FFNs
+    assert "Erf" not in {n.op_type for n in model.graph.node}
+    feed = _wavlm_feeds(2)[1]
+    ref, out = _run_unoptimized(tiny_wavlm, feed), _run_unoptimized(model.SerializeToString(), feed)
+    assert np.abs(ref - out).max() <= 1e-6 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_feature_extractor_quantization_is_opt_in_and_skips_layer_0(tiny_wavlm: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(tiny_wavlm))
+    body, frontend = body_nodes(model, include_conv=True)
+    layer0 = "/encoder/feature_extractor/conv_layers.0/conv_layers.0.0/Conv"
+    assert not any("feature_extractor" in b for b in body) and set(FE_CONVS) | {layer0} <= set(frontend)
+    body_fe, frontend_fe = body_nodes(model, include_conv=True, quantize_feature_extractor=True)
+    assert sorted(set(body_fe) - set(body)) == FE_CONVS and layer0 in frontend_fe
+    # an exclude pattern still wins; and the FE convs need no --quantize-conv
+    assert FE_CONVS[5] not in body_nodes(model, ("conv_layers.6",), quantize_feature_extractor=True)[0]
+    assert sorted(b for b in body_nodes(model, quantize_feature_extractor=True)[0] if "feature" in b) == FE_CONVS
+
+    default = quantize_encoder(tiny_wavlm, tmp_path / "off.onnx", WindowReader(_wavlm_feeds(2)), include_conv=True)
+    assert default.quantized_feature_extractor == [] and default.settings["quantize_feature_extractor"] is False
+    off = onnx.load(str(default.output))
+    assert not any(_reads_quantized(off, n) for n in off.graph.node if n.name in FE_CONVS)
+
+    lines: list[str] = []
+    res = quantize_encoder(tiny_wavlm, tmp_path / "fe.onnx", WindowReader(_wavlm_feeds(2)), include_conv=True,
+                           quantize_feature_extractor=True, log=lines.append)
+    assert res.quantized_feature_extractor == FE_CONVS and res.to_dict()["quantized_feature_extractor"] == FE_CONVS
+    assert any(FE_CONVS[0] in line for line in lines)  # the log names them too
+    on = onnx.load(str(res.output))
+    nodes = {n.name: n for n in on.graph.node}
+    producer = {o: n for n in on.graph.node for o in n.output}
+    for name in FE_CONVS:  # activation and weight through Q/DQ; the layer before is a fused Gelu
+        assert _reads_quantized(on, nodes[name]) and producer[nodes[name].input[1]].op_type == "DequantizeLinear"
+        q = producer[producer[nodes[name].input[0]].input[0]]
+        assert producer[q.input[0]].op_type == "Gelu"
+    assert not _reads_quantized(on, nodes[layer0]) and nodes[layer0].input[1] in {i.name for i in on.graph.initializer}
+    assert not any(n.op_type == "QuantizeLinear" and "conv_layers.0/" in (producer.get(n.input[0]) or n).name
+                   and producer[n.input[0]].op_type != "Gelu" for n in on.graph.node)  # the GroupNorm stays fp32
+
+
+def test_gelu_fusion_keeps_external_data_graphs_external(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmmos.calibration import int8_ort
+
+    src = _gelu_graph(tmp_path / "g.onnx", 17)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    # the weights go to g.onnx.data (the scalars stay inline), as mmmos-export saves graphs past 2 GB
+    onnx.save_model(onnx.load(str(src)), str(folder / "g.onnx"), save_as_external_data=True, location="g.onnx.data",
+                    size_threshold=1024)
+    monkeypatch.setattr(int8_ort, "LARGE_MODEL_BYTES", 0)  # treat it as large
+    res = quantize_encoder(folder / "g.onnx", folder / "g.int8.onnx", WindowReader(_gelu_feeds(4)))
+    assert res.gelu_fused == 3
+    assert sorted(p.name for p in folder.iterdir()) == ["g.int8.onnx", "g.int8.onnx.data", "g.onnx", "g.onnx.data"]
+    out = onnx.load(str(res.output), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in out.graph.initializer)
+    feed = _gelu_feeds(1, 9)[0]
+    assert np.abs(_run(src, feed) - _run(res.output, feed)).max() < 0.1
