@@ -379,6 +379,62 @@ def test_feature_extractor_quantization_is_opt_in_and_skips_layer_0(tiny_wavlm: 
                    and producer[n.input[0]].op_type != "Gelu" for n in on.graph.node)  # the GroupNorm stays fp32
 
 
+def test_cli_feature_extractor_flag_defaults_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mmmos.calibration import calibrate as calibrate_mod
+    from mmmos.calibration.cli import app
+
+    seen: list = []
+
+    def fake(bundle: Path, data: Path, opts: object, log: object) -> dict:
+        seen.append(opts)
+        return {"precisions": {}}
+
+    monkeypatch.setattr(calibrate_mod, "calibrate_bundle", fake)
+    assert CliRunner().invoke(app, [str(tmp_path), str(tmp_path)]).exit_code == 0
+    assert CliRunner().invoke(app, [str(tmp_path), str(tmp_path), "--quantize-feature-extractor"]).exit_code == 0
+    assert [o.quantize_feature_extractor for o in seen] == [False, True]
+    assert calibrate_mod.CalibrationOptions().quantize_feature_extractor is False
+
+
+def test_pooled_error_is_in_the_int8_report(tiny_wavlm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from mmmos.calibration import int8_ort
+    from mmmos.calibration.calibrate import CalibrationOptions, make_int8_graphs
+    from mmmos.calibration.data import ClipWindows
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shutil.copy(tiny_wavlm, bundle / "wavlm.fp32.onnx")
+    manifest = {"encoders": [{"name": "wavlm", "graphs": {"fp32": "wavlm.fp32.onnx"}}]}
+
+    def clip(feeds: list[dict]) -> ClipWindows:
+        return ClipWindows("x.wav", 10.0 * len(feeds), {"wavlm": np.concatenate([f["wav"] for f in feeds])},
+                           {"wavlm": np.concatenate([f["lengths"] for f in feeds])}, np.ones(len(feeds), np.float32))
+
+    calib, check = [clip(_wavlm_feeds(3))], [clip(_wavlm_feeds(2, seed=7))]
+    monkeypatch.setattr(int8_ort, "FEATURE_WARN_REL_L2", 0.0)  # any error warns: the warning line shows up
+    lines: list[str] = []
+    info, written = make_int8_graphs(bundle, manifest, calib, CalibrationOptions(trt_int8=False, calib_windows=3),
+                                     lines.append, check)
+    rep = info["encoders"]["wavlm"]["int8"]
+    feats = rep["features"]
+    assert feats["output"] == "wavlm_pooled" and feats["windows"] == 2  # measured on the check windows
+    assert 0.0 < feats["pooled_rel_l2"] < 0.2 and feats["pooled_rel_l2_max_window"] >= feats["pooled_rel_l2"] * 0.5
+    assert rep["quantized_feature_extractor"] == [] and rep["gelu_fused"] == 10
+    assert any("relative L2" in line for line in lines) and any("WARNING" in line for line in lines)
+    assert written == ["wavlm.int8.onnx"]
+    # without check clips, the calibration windows are used
+    monkeypatch.setattr(int8_ort, "FEATURE_WARN_REL_L2", 0.10)
+    lines.clear()
+    info, _ = make_int8_graphs(bundle, manifest, calib, CalibrationOptions(trt_int8=False, calib_windows=3),
+                               lines.append)
+    assert info["encoders"]["wavlm"]["int8"]["features"]["windows"] == 3
+    assert not any("WARNING" in line for line in lines)
+
+
 def test_gelu_fusion_keeps_external_data_graphs_external(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mmmos.calibration import int8_ort
 
