@@ -26,6 +26,7 @@ import numpy as np
 from mmmos.runtime.bundle import Bundle
 from mmmos.runtime.manifest import graph_files, read_manifest
 from mmmos.runtime.precision_gate import Thresholds
+from mmmos.runtime.trt_engine import samples_ranges
 from mmmos.runtime.uncertainty import store
 
 from . import bundle_io, data, int8_ort, reports, runner, stats, uncertainty_fit
@@ -118,7 +119,9 @@ def make_int8_graphs(
 
         # the ensemble runs its fp32 graph under int8 (as under fp16 from mmmos-export: that plan is kept)
         ensemble = (manifest.get("ensemble") or {}).get("graphs", {}).get("fp32")
-        info["tensorrt"]["engines"] = build_int8_plans(bundle, trt_graphs + ([ensemble] if ensemble else []), log)
+        specs = Bundle.from_manifest(bundle, manifest).encoders
+        info["tensorrt"]["engines"] = build_int8_plans(bundle, trt_graphs + ([ensemble] if ensemble else []), log,
+                                                       samples=samples_ranges(specs, INT8_TRT))
     return info, written
 
 

@@ -38,7 +38,9 @@ def write_trt_qdq(
     return res
 
 
-def build_int8_plans(bundle: Path, graphs: list[str], log: Callable[[str], None] = print) -> dict[str, Any]:
+def build_int8_plans(bundle: Path, graphs: list[str], log: Callable[[str], None] = print,
+                     samples: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """Build the TensorRT plans of the `int8-trt` graphs into the bundle's `engines/`, beside the exporter's plans
-    (same profile where this TensorRT and GPU already have some); skipped, with the reason, without TensorRT/GPU."""
-    return build_plans(Path(bundle), graphs, None, log)
+    (same profile where this TensorRT and GPU already have some); skipped, with the reason, without TensorRT/GPU.
+    `samples` gives the (min, max) samples of graphs with a dynamic samples axis."""
+    return build_plans(Path(bundle), graphs, None, log, samples=samples)
