@@ -57,10 +57,19 @@ def save_model(model: onnx.ModelProto, path: Path) -> list[Path]:
 
 
 def _torchscript_export(
-    module: nn.Module, args: tuple[Tensor, ...], input_names: Sequence[str], output_names: Sequence[str]
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    extra_axes: dict[str, dict[int, str]] | None = None,
 ) -> onnx.ModelProto:
-    """Export with the TorchScript exporter and a dynamic batch axis on every input and output."""
+    """Export with the TorchScript exporter and a dynamic batch axis on every input and output.
+
+    ``extra_axes`` adds more dynamic axes per tensor name (e.g. ``{"wav": {1: "samples"}}``).
+    """
     dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    for name, axes in (extra_axes or {}).items():
+        dynamic_axes[name] = {**dynamic_axes.get(name, {}), **axes}
     module.eval()  # the exporter restores the wrapper's mode; eval it so dropout is off (research 2.3)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings and the legacy-exporter deprecation notice
@@ -81,19 +90,28 @@ def _torchscript_export(
     return model
 
 
-def export_encoder(pooled: nn.Module, path: Path, batch: int = 2) -> tuple[list[Path], list[str]]:
+def export_encoder(
+    pooled: nn.Module, path: Path, batch: int = 2, dynamic_samples: bool = False
+) -> tuple[list[Path], list[str]]:
     """Export a ``PooledEncoder`` to ``path``: inputs ``wav [B, N]`` float32 and ``lengths [B]`` int64.
 
     The example batch holds one full and one partial window (batch >= 2 so no axis gets specialised
-    to 1). Returns the files written and the output names.
+    to 1). ``N`` is the fixed ``window_samples``, or with ``dynamic_samples`` a dynamic ``samples`` axis, for an
+    encoder that takes shorter inputs (one with a ``length_rule``, fed ``length_rule.fed_samples(valid)``).
+    Returns the files written and the output names.
     """
     encoder = pooled.encoder
     n = int(encoder.window_samples)
+    rule = getattr(encoder, "length_rule", None) if dynamic_samples else None
+    # Trace on the longest input the graph will take (a length rule may feed a little more than the window).
+    fed = n if rule is None else int(rule.max_samples)
     gen = torch.Generator().manual_seed(0)
-    wav = 0.1 * torch.randn(batch, n, generator=gen)
+    wav = 0.1 * torch.randn(batch, fed, generator=gen)
     lengths = torch.tensor([n] + [max(1, n // 3)] * (batch - 1), dtype=torch.int64)
     output_names = list(pooled.output_names)
-    model = _torchscript_export(pooled, (wav, lengths), ["wav", "lengths"], output_names)
+    # The pooled outputs have a fixed size whatever N is; only the input's time axis becomes dynamic.
+    extra = {"wav": {1: "samples"}} if dynamic_samples else None
+    model = _torchscript_export(pooled, (wav, lengths), ["wav", "lengths"], output_names, extra)
     return save_model(model, path), output_names
 
 
