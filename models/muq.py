@@ -21,12 +21,26 @@ from torch import nn
 
 from mmmos.models.frontends import LogMelConfig, LogMelFrontend
 from mmmos.models.muq_conformer import Conformer, Conv2dSubsampling
+from mmmos.runtime.windows import LengthRule
 
 MUQ_MEL_MEAN = 6.768444971712967
 """``stat["melspec_2048_mean"]`` of the MuQ/MusicFM family (MSD); a checkpoint's config.json overrides it."""
 MUQ_MEL_STD = 18.417922652295623
 """``stat["melspec_2048_std"]``; a checkpoint's config.json overrides it."""
 WINDOW_SECONDS = 10
+MARGIN_TOKENS = 30
+"""Tokens a shorter window is fed past its last valid token (``MuQ.length_rule``; 1.2 s at 24 kHz).
+
+Padded tokens are zeroed before the first conformer layer and masked as attention keys, but every layer's
+depthwise conv (kernel 31) reads them, and they are not zero after the first layer: what is missing past the
+fed samples leaks back into the valid tokens, at most 15 tokens per layer, smaller with every layer it crosses.
+30 tokens is the smallest margin that kept the L2-normalised pooled vector within 1e-4 of the padded window's
+(full config, random weights, 9 models, valid lengths 1 sample to 9 s; worst 5.6e-5, for a one-token window).
+Worst cases by margin: 12 tokens 9.1e-3, 16: 1.1e-3, 25: 3.9e-4, 29: 1.2e-4, 30: 5.6e-5, 38: 1.6e-5,
+45: 1.4e-6, 50: 6.3e-7. The ``muq_frames`` output (per-step means, not normalised, values up to ~4) sees the
+leak undiluted in the step of the last valid tokens: up to 1.2e-3 at 30 tokens, 3.9e-4 at 38, 3.7e-5 at 45.
+Real weights may leak differently.
+"""
 
 
 @dataclass(frozen=True)
@@ -109,7 +123,10 @@ def muq_frontend(config: MuQConfig) -> LogMelFrontend:
 class MuQ(nn.Module):
     """MuQ encoder: ``forward(wav [B, N], lengths [B]) -> (last hidden state [B, T, D], frame_mask [B, T])``.
 
-    ``N`` must be ``window_samples``: the rotary tables are built for that window's token count.
+    ``N`` is dynamic, from ``min_input_samples`` to ``window_samples``: the rotary tables and token starts are
+    built for the full window and sliced to the ``T = config.num_tokens(N)`` tokens of the input. Feeding
+    ``window_samples`` is the padded 10 s computation; ``length_rule`` says how few samples a shorter window
+    can be fed for (almost) the same pooled result.
     """
 
     name = "muq"
@@ -124,6 +141,7 @@ class MuQ(nn.Module):
         # Hop between tokens in seconds of the *fed* audio (0.04 at 24 kHz, 0.06 when 16 kHz is fed as MMMOS does).
         self.frame_seconds = config.token_hop / config.sample_rate
         self.out_dim = config.encoder_dim
+        # Token count of a full window: the rotary tables and token starts are built for it, and sliced for less.
         self.num_tokens = config.num_tokens(config.window_samples)
         self.frontend = muq_frontend(config)
         self.conv = Conv2dSubsampling(config.conv_dim, config.encoder_dim, config.n_mels, config.time_strides)
@@ -135,22 +153,52 @@ class MuQ(nn.Module):
         )
         self.register_buffer("token_starts", torch.arange(self.num_tokens) * config.token_hop, persistent=False)
 
-    def frame_mask(self, lengths: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` bool: token t is valid iff its first sample ``t * token_hop`` is < length (at least one)."""
-        mask = self.token_starts[None, :] < lengths[:, None]
+    @property
+    def min_input_samples(self) -> int:
+        """The fewest samples ``forward`` takes: the front-end's reflect padding needs more than ``n_fft // 2``."""
+        return max(self.config.n_fft // 2 + 1, self.config.hop_length)
+
+    @property
+    def length_rule(self) -> LengthRule:
+        """How many samples a window with ``valid`` valid samples is fed (the runtime's dynamic samples axis).
+
+        The valid samples plus ``MARGIN_TOKENS`` whole tokens (``margin``), on a grid of one token (``step`` =
+        ``token_hop``) that contains the full window (``offset = window_samples % token_hop``), capped at
+        ``window_samples``. On that grid every fed length has the full window's mel-frame count modulo the stem's
+        /4, so the tokens are the full window's first tokens and the last one is cut where the full window's is;
+        a window whose margin reaches the end is fed whole, exactly today's padded computation. The margin also
+        covers what the front-end (n_fft / 2 of reflect padding) and the stem (9 mel frames) read past a valid
+        token, so the valid tokens enter the conformer exactly as in the padded window.
+        """
+        hop = self.config.token_hop
+        rule = LengthRule(margin=MARGIN_TOKENS * hop, step=hop, offset=self.window_samples % hop,
+                          max_samples=self.window_samples)
+        if rule.min_samples < self.min_input_samples:  # a config with a tiny margin and a huge n_fft
+            raise ValueError(f"MuQ's length rule feeds {rule.min_samples} samples, fewer than the front-end needs")
+        return rule
+
+    def frame_mask(self, lengths: torch.Tensor, num_tokens: int | torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T]`` bool: token t is valid iff its first sample ``t * token_hop`` is < length (at least one).
+
+        ``T`` is ``num_tokens`` (a traced size when exporting), else the full window's token count.
+        """
+        starts = self.token_starts if num_tokens is None else self.token_starts[:num_tokens]
+        mask = starts[None, :] < lengths[:, None]
         # The first token is always valid, so pooling never divides by zero (lengths are >= 1 by contract).
-        return mask | (self.token_starts[None, :] == 0)
+        return mask | (starts[None, :] == 0)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode ``wav`` ``[B, window_samples]`` with valid ``lengths`` ``[B]``; see the class docstring."""
-        if not torch.jit.is_tracing() and wav.shape[-1] != self.window_samples:
+        """Encode ``wav`` ``[B, N]`` (``min_input_samples <= N <= window_samples``) with valid ``lengths`` ``[B]``."""
+        n = wav.shape[-1]
+        if not torch.jit.is_tracing() and not self.min_input_samples <= n <= self.window_samples:
             raise ValueError(
-                f"MuQ expects windows of {self.window_samples} samples at {self.sample_rate} Hz, got {wav.shape[-1]}"
+                f"MuQ takes {self.min_input_samples} to {self.window_samples} samples at {self.sample_rate} Hz "
+                f"(one 10 s window at most), got {n}"
             )
-        positions = torch.arange(wav.shape[-1], device=wav.device)
+        positions = torch.arange(n, device=wav.device)
         # Zero everything past the valid length first, so nothing there can change a score.
         wav = wav.float().masked_fill(positions[None, :] >= lengths[:, None], 0.0)
         mel = self.frontend(wav)  # fp32 always: power overflows fp16
         tokens = self.conv(mel)
-        mask = self.frame_mask(lengths)
+        mask = self.frame_mask(lengths, tokens.shape[1])
         return self.conformer(tokens, mask), mask

@@ -3,8 +3,9 @@
 Module and parameter names mirror the ``muq`` package (``muq/modules/conv.py``) and transformers'
 ``Wav2Vec2ConformerEncoder`` so a checkpoint loads by stripping its ``model.`` prefix. What differs on purpose:
 
-- rotary cos/sin tables are fp32 buffers precomputed for one fixed token count (HF caches them in Python,
-  which tracing bakes in silently, and computes them in the activation dtype, which is lossy in fp16);
+- rotary cos/sin tables are fp32 buffers precomputed for the full window's token count and sliced to the
+  token count of the input (exact: a rotary angle depends on the token index only). HF caches them in Python,
+  which tracing bakes in silently, and computes them in the activation dtype, which is lossy in fp16;
 - the attention mask is additive with a large *finite* negative, and padded frames are zeroed with
   ``masked_fill`` (HF's boolean ``index_put`` exports to a broken graph);
 - no ``pos_conv_embed`` (HF builds it but never calls it), no dropout, no layer drop.
@@ -189,7 +190,10 @@ class ConformerLayer(nn.Module):
 
 
 class Conformer(nn.Module):
-    """Stack of conformer layers + final LayerNorm, with rotary tables precomputed for ``num_tokens`` tokens."""
+    """Stack of conformer layers + final LayerNorm, with rotary tables precomputed for up to ``num_tokens`` tokens.
+
+    Any input of ``T <= num_tokens`` tokens uses the first ``T`` rows of the tables.
+    """
 
     def __init__(
         self,
@@ -215,11 +219,13 @@ class Conformer(nn.Module):
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encode ``x`` ``[B, T, D]``; ``frame_mask`` ``[B, T]`` bool (True = valid) masks keys and zeroes padding."""
         t = x.shape[1]
-        if not torch.jit.is_tracing() and t != self.rotary_cos.shape[0]:
+        if not torch.jit.is_tracing() and t > self.rotary_cos.shape[0]:
             raise ValueError(
-                f"conformer got {t} tokens but its rotary tables were built for {self.rotary_cos.shape[0]}; "
-                "feed exactly window_samples samples (or rebuild the model for the new window)"
+                f"conformer got {t} tokens but its rotary tables were built for at most {self.rotary_cos.shape[0]}; "
+                "feed at most window_samples samples (or rebuild the model for the new window)"
             )
+        # Under tracing ``t`` is a traced size, so the exported slice follows the input's token count.
+        cos, sin = self.rotary_cos[:t], self.rotary_sin[:t]
         bias = None
         if frame_mask is not None:
             # HF zeroes padded frames once, before the first layer, then masks attention keys in every layer.
@@ -227,5 +233,5 @@ class Conformer(nn.Module):
             zeros = torch.zeros_like(frame_mask, dtype=torch.float32)
             bias = zeros.masked_fill(~frame_mask, MASK_NEGATIVE)[:, None, None, :]
         for layer in self.layers:
-            x = layer(x, self.rotary_cos, self.rotary_sin, bias)
+            x = layer(x, cos, sin, bias)
         return self.layer_norm(x)
