@@ -5,9 +5,10 @@ and, where the files' fp32 scores are far enough apart to have an order, it rank
 >= `min_srcc`). "Far enough apart" means the fp32 scores' spread (std over files) is at least
 `RANKABLE_SPREAD` times the precision's own noise (rms of its differences from fp32): there, noise alone
 keeps Spearman above 0.998, so a lower one is a real distortion of the order. A set narrower than that
-(random weights, a homogeneous set of clean speech), or of fewer than `MIN_RANKED_FILES` files, has no order the
-precision could keep: its rank is not judged and the report says so. `mmmos-export` (on its probe windows) and `mmmos-calibrate` (on real audio)
-both judge with this module; the runtime offers only precisions whose status is "passed".
+(random weights, a homogeneous set of clean speech), or of fewer than `MIN_RANKED_FILES` files, has no
+order the precision could keep: its rank is not judged and the report says so. `mmmos-export` (on its probe
+windows) and `mmmos-calibrate` (on real audio) both judge with this module; the runtime offers only
+precisions whose status is "passed".
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ def _table_consumers(fp32: onnx.ModelProto, op: str, scope: str, min_rank: int =
     for n in fp32.graph.node:  # graph order: producers first
         if n.op_type in moves and n.input[0] in tables:
             tables.add(n.output[0])
-    return [n.name for n in fp32.graph.node if n.op_type == op and scope in n.name and any(i in tables for i in n.input)]
+    return [n.name for n in fp32.graph.node
+            if n.op_type == op and scope in n.name and any(i in tables for i in n.input)]
 
 
 def test_position_tables_are_stored_and_applied_in_fp32(tiny_encoders_mixed: dict) -> None:
