@@ -24,22 +24,11 @@ from .cli_options import (
     settings_from_options,
 )
 from .outputs import Format, format_for
-from .score_command import EXIT_USAGE, OutputOptions, ScoreCommand, run
+from .score_command import OutputOptions, ScoreCommand, run
+from .typer_parse import CommandLineError, parse_command, version_option
 
 RAY = "Ray (corpus scoring)"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-class CommandLineError(Exception):
-    """A command line that parses but asks for something contradictory (exit code 2)."""
-
-
-def _version(value: bool) -> None:
-    if value:
-        from mmmos import __version__
-
-        print(f"mmmos-score {__version__}")
-        raise typer.Exit(0)
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -122,8 +111,7 @@ def score(
     shard_rows: Annotated[int, typer.Option(min=1, help="Rows per part file.", rich_help_panel=RAY)] = 10000,
     ray_cpus: Annotated[int | None, typer.Option(
         min=1, help="CPUs of a local Ray instance (default: all).", rich_help_panel=RAY)] = None,
-    version: Annotated[bool, typer.Option(
-        "--version", is_eager=True, callback=_version, help="Print the mmmos version and exit.")] = False,
+    version: Annotated[bool, version_option("mmmos-score")] = False,
 ) -> None:
     """Parse the command line into a ScoreCommand, handed to `parse_args` through the context (run by `main`)."""
     if not inputs:
@@ -150,16 +138,8 @@ def parse_args(argv: list[str] | None = None) -> ScoreCommand:
         SystemExit: after --help or --version (0), or a usage error (2, one line on stderr).
     """
     parsed: list[ScoreCommand] = []
-    try:
-        app(args=list(sys.argv[1:] if argv is None else argv), prog_name="mmmos-score", obj=parsed)
-    except CommandLineError as exc:
-        print(f"mmmos-score: error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USAGE) from None
-    except SystemExit as exc:  # typer exits after every command: 0 after parsing (or --help), 2 on a bad option
-        if parsed and exc.code in (0, None):
-            return parsed[0]
-        raise
-    raise SystemExit(EXIT_USAGE)  # pragma: no cover - typer always exits
+    args = list(sys.argv[1:] if argv is None else argv)
+    return parse_command(app, args, "mmmos-score", parsed, lambda: parsed[0] if parsed else None)
 
 
 def main(argv: list[str] | None = None) -> None:

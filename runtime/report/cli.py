@@ -13,27 +13,15 @@ from typing import Annotated
 
 import typer
 
-from ..errors import MMMOSRuntimeError
+from ..typer_parse import CommandLineError, parse_command, version_option
 from .audio_links import DEFAULT_EMBED_LIMIT_MB
-from .command import EXIT_USAGE, ListFormat, ReportCommand, run
+from .command import ListFormat, ReportCommand, run
 from .filter_expr import parse_filter
 from .grouping import parse_group_by
 
 CURATION = "Curation"
 AUDIO = "Audio players"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-class CommandLineError(Exception):
-    """A command line that parses but asks for something contradictory (exit code 2)."""
-
-
-def _version(value: bool) -> None:
-    if value:
-        from mmmos import __version__
-
-        print(f"mmmos-report {__version__}")
-        raise typer.Exit(0)
 
 
 @app.command(
@@ -80,8 +68,7 @@ def report(
         help="--accepted/--rejected lines: paths, or the whole rows as JSONL (keeps start_time/end_time); "
         "auto: jsonl for a .jsonl file name, else paths.", rich_help_panel=CURATION)] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary or warnings on stderr.")] = False,
-    version: Annotated[bool, typer.Option(
-        "--version", is_eager=True, callback=_version, help="Print the mmmos version and exit.")] = False,
+    version: Annotated[bool, version_option("mmmos-report")] = False,
 ) -> None:
     """Parse the command line into a ReportCommand, handed to `parse_args` through the context (run by `main`)."""
     if not inputs:
@@ -114,17 +101,12 @@ def parse_args(argv: list[str] | None = None) -> ReportCommand:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     parsed: dict[str, object] = {"line": shlex.join(["mmmos-report", *args])}
-    try:
-        app(args=args, prog_name="mmmos-report", obj=parsed)
-    except (CommandLineError, MMMOSRuntimeError) as exc:
-        print(f"mmmos-report: error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USAGE) from None
-    except SystemExit as exc:  # typer exits after every command: 0 after parsing (or --help), 2 on a bad option
+
+    def command() -> ReportCommand | None:
         cmd = parsed.get("command")
-        if isinstance(cmd, ReportCommand) and exc.code in (0, None):
-            return cmd
-        raise
-    raise SystemExit(EXIT_USAGE)  # pragma: no cover - typer always exits
+        return cmd if isinstance(cmd, ReportCommand) else None
+
+    return parse_command(app, args, "mmmos-report", parsed, command)
 
 
 def main(argv: list[str] | None = None) -> None:
