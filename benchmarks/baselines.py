@@ -15,12 +15,13 @@ returned so the caller can check that against the runtime's.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mmmos.runtime.manifest import read_manifest
 
 from .clips import load_windows
 from .timing import peak_rss_mb, time_call
@@ -86,7 +87,7 @@ def bench_torch(spec: dict[str, Any]) -> dict[str, Any]:
     """
     import torch
 
-    manifest = json.loads((Path(spec["bundle"]) / "manifest.json").read_text())
+    manifest = read_manifest(spec["bundle"])
     threads = _torch_threads(int(spec.get("threads", 0)))
     model = build_reference(manifest)
     names = list(model.encoders.keys())
@@ -151,7 +152,7 @@ def bench_audiobox(spec: dict[str, Any]) -> dict[str, Any]:
     except ImportError as exc:
         raise BaselineUnavailableError(f"audiobox_aesthetics is not installed ({exc}); pip install "
                                        "audiobox_aesthetics --no-deps to add this baseline.") from None
-    manifest = json.loads((Path(spec["bundle"]) / "manifest.json").read_text())
+    manifest = read_manifest(spec["bundle"])
     threads = _torch_threads(int(spec.get("threads", 0)))
     model, weights = _audiobox_model(manifest)
     with np.load(spec["windows"]) as z:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mmmos.benchmarks.baselines import BaselineUnavailableError, bench_torch, build_reference  # noqa: E402
+from mmmos.runtime.manifest import FORMAT_VERSION, MANIFEST_NAME  # noqa: E402
 
 
 def _manifest(source: str = "random-init", members: int = 3) -> dict:
@@ -25,15 +27,14 @@ def test_unknown_provenance_is_a_clear_error() -> None:
 
 
 def test_random_init_bundle_rebuilds_the_same_members(tmp_path: Path) -> None:
-    import json
-
     model = build_reference(_manifest(members=1))
     assert len(model.ensemble.members) == 1
     assert list(model.encoders) == ["wavlm", "muq", "m2d"]
     # bench_torch on the shared-window format: eager at each batch, naive at the smallest; naive == eager.
     bundle = tmp_path / "b"
     bundle.mkdir()
-    (bundle / "manifest.json").write_text(json.dumps(_manifest(members=1)))
+    manifest = {"format_version": FORMAT_VERSION, **_manifest(members=1)}
+    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
     rng = np.random.default_rng(0)
     arrays = {}
     for name, pooled in model.encoders.items():
