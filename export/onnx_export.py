@@ -13,7 +13,6 @@ Exporter choice: the TorchScript exporter (``dynamo=False``), opset 17.
 
 from __future__ import annotations
 
-import io
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -134,10 +133,3 @@ def export_module(
 ) -> list[Path]:
     """Export any module the way the bundle graphs are exported (TorchScript, opset 17, dynamic batch)."""
     return save_model(_torchscript_export(module, tuple(args), input_names, output_names), path)
-
-
-def model_to_bytes(model: onnx.ModelProto) -> bytes:
-    """Serialize a (small) model, e.g. to hand it to an ORT session without touching the disk."""
-    buf = io.BytesIO()
-    onnx.save_model(model, buf)
-    return buf.getvalue()
